@@ -1,0 +1,53 @@
+"""The small base every keras_dynmask layer shares.
+
+One code path runs in three places: inside a `tf.data` map, inside a Keras
+model, and inside an exported SavedModel. The base lets a layer take plain
+`tf.Tensor`s, `tf.RaggedTensor`s, dicts and NumPy arrays without Keras
+converting or rejecting them, and tells a layer whether it was called on its
+own (directly or in `tf.data`) or from inside another layer (a model).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.backend.common import global_state
+
+
+def is_symbolic(value):
+    """True for a `keras.KerasTensor` (functional model construction)."""
+    return isinstance(value, keras.KerasTensor)
+
+
+def called_from_another_layer():
+    """True while an outer Keras layer or model is running its `call`."""
+    return global_state.get_global_attribute("current_call_ctx") is not None
+
+
+def to_tensor(value):
+    """Converts NumPy arrays and Python lists; tensors pass unchanged."""
+    if isinstance(value, (tf.Tensor, tf.RaggedTensor, tf.Variable)):
+        return value
+    if isinstance(value, keras.KerasTensor):
+        return value
+    if isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
+        return tf.convert_to_tensor(value)
+    return value
+
+
+class MaskingLayer(keras.layers.Layer):
+    """Base for layers that compute masks from token ids or their shapes.
+
+    The layers hold no weights. Inputs are taken as they come (dense,
+    ragged, dicts, NumPy) so the same layer runs inside `tf.data`, in a
+    model and in a SavedModel, as Keras's `TFDataLayer` does for the
+    preprocessing layers.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
