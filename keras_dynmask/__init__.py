@@ -1,3 +1,4 @@
 """keras_dynmask: dynamic masks for Transformer training, as Keras layers."""
 
 __version__ = "0.1.0"
+from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking

@@ -1,0 +1,1 @@
+"""Vectorised TF kernels shared by the keras_dynmask layers."""

@@ -1,0 +1,357 @@
+"""Vectorised kernels for masked-LM corruption.
+
+Everything here is a handful of TF ops over a whole batch; no Python loop
+runs over tokens. The layer (`keras_dynmask.DynamicMLMMasking`) turns its
+configuration into an `MLMMaskingPlan` once, in Python, and calls
+`mask_dense` (or, for ragged rows, `mask_ragged`) with a shape-`[2]` seed.
+
+Random bits are the cost that matters (one 32-bit Philox draw per token
+alone runs at a fraction of a no-op `tf.data` map), so each token gets a
+single uniform integer `r` of 16 bits when that is precise enough, and that
+one number decides everything: the token is selected when `r < S`, replaced
+by the mask token when `r < M`, by a random id when `M <= r < R`, and kept
+otherwise (`M <= R <= S`). Random replacement ids are drawn only for the few
+positions that need one. "exact" selection and the `max_predictions` cap
+rank tokens by one further 32-bit random key each.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+# Largest relative error allowed between a configured probability and the
+# one a 16-bit threshold realises; beyond it the kernel spends 32 bits.
+MAX_RELATIVE_QUANTIZATION_ERROR = 1e-3
+
+
+def _thresholds(probabilities, bits):
+    """Cumulative integer thresholds in `[0, 2**bits]` for `probabilities`."""
+    scale = 2**bits
+    cumulative = np.cumsum(probabilities)
+    return [int(round(float(c) * scale)) for c in cumulative]
+
+
+def _quantization_is_precise(probabilities, bits):
+    thresholds = _thresholds(probabilities, bits)
+    counts = np.diff([0] + thresholds)
+    for probability, count in zip(probabilities, counts):
+        if probability <= 0:
+            continue
+        ideal = probability * 2**bits
+        if abs(count - ideal) > MAX_RELATIVE_QUANTIZATION_ERROR * ideal:
+            return False
+    return True
+
+
+def choose_thresholds(probabilities):
+    """Picks 16 or 32 random bits per token and the thresholds for them.
+
+    Args:
+        probabilities: probabilities of consecutive outcomes of one uniform
+            draw (they sum to at most 1).
+
+    Returns:
+        `(bits, thresholds)` with `thresholds[i]` the cumulative count of
+        `bits`-bit values that fall in outcomes `0..i`.
+    """
+    for bits in (16, 32):
+        if _quantization_is_precise(probabilities, bits) or bits == 32:
+            return bits, _thresholds(probabilities, bits)
+
+
+def contiguous_runs(sorted_ids):
+    """Groups sorted ids into `(first, last)` runs of consecutive values."""
+    runs = []
+    for token_id in sorted_ids:
+        if runs and token_id == runs[-1][1] + 1:
+            runs[-1][1] = token_id
+        else:
+            runs.append([token_id, token_id])
+    return [tuple(run) for run in runs]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLMMaskingPlan:
+    """Everything the kernels need, computed once from a layer's config.
+
+    Attributes:
+        vocabulary_size: ids lie in `[0, vocabulary_size)`.
+        mask_token_id: id written at positions chosen for the mask token.
+        mask_rate: chance an eligible token is selected.
+        mask_token_rate: share of selected tokens replaced by the mask token.
+        random_token_rate: share of selected tokens replaced by a random id.
+        excluded_ids: sorted ids never selected (special, padding, mask).
+        replacement_ids: sorted ids a random replacement is drawn from.
+        selection: "bernoulli" or "exact".
+        max_predictions: `None` or the cap on selections per sequence.
+    """
+
+    vocabulary_size: int
+    mask_token_id: int
+    mask_rate: float
+    mask_token_rate: float
+    random_token_rate: float
+    excluded_ids: tuple
+    replacement_ids: tuple
+    selection: str
+    max_predictions: object
+
+    @classmethod
+    def build(
+        cls,
+        vocabulary_size,
+        mask_token_id,
+        mask_rate,
+        mask_token_rate,
+        random_token_rate,
+        special_token_ids,
+        pad_token_id,
+        selection,
+        max_predictions,
+    ):
+        excluded = set(int(i) for i in special_token_ids)
+        excluded.add(int(mask_token_id))
+        if pad_token_id is not None:
+            excluded.add(int(pad_token_id))
+        excluded = tuple(sorted(excluded))
+        replacement = np.setdiff1d(
+            np.arange(vocabulary_size, dtype=np.int64), np.array(excluded)
+        )
+        return cls(
+            vocabulary_size=int(vocabulary_size),
+            mask_token_id=int(mask_token_id),
+            mask_rate=float(mask_rate),
+            mask_token_rate=float(mask_token_rate),
+            random_token_rate=float(random_token_rate),
+            excluded_ids=excluded,
+            replacement_ids=tuple(int(i) for i in replacement),
+            selection=selection,
+            max_predictions=max_predictions,
+        )
+
+    @property
+    def keep_rate(self):
+        return max(0.0, 1.0 - self.mask_token_rate - self.random_token_rate)
+
+    def action_probabilities(self, selection_rate):
+        """Probabilities of (mask token, random id, keep) for one draw."""
+        return [
+            selection_rate * self.mask_token_rate,
+            selection_rate * self.random_token_rate,
+            selection_rate * self.keep_rate,
+        ]
+
+
+def uniform_bits(shape, seed, bits):
+    """Uniform unsigned integers of `bits` (16 or 32) bits, shape `shape`.
+
+    16-bit values come two to a 32-bit Philox draw, halving its cost.
+    """
+    if bits == 32:
+        words = tf.random.stateless_uniform(
+            shape, seed, minval=None, maxval=None, dtype=tf.int32
+        )
+        return tf.bitcast(words, tf.uint32)
+    size = tf.reduce_prod(shape)
+    words = tf.random.stateless_uniform(
+        [(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.int32
+    )
+    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
+    return tf.reshape(halves[:size], shape)
+
+
+def below(values, threshold, bits):
+    """`values < threshold` for `bits`-bit unsigned values (None: all)."""
+    if threshold >= 2**bits:
+        return None
+    return tf.less(values, tf.constant(threshold, values.dtype))
+
+
+def logical_and(*masks):
+    """AND of boolean masks, where `None` stands for all True."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    result = present[0]
+    for mask in present[1:]:
+        result = tf.logical_and(result, mask)
+    return result
+
+
+def eligible_mask(token_ids, excluded_ids):
+    """True where a token may be selected (not in `excluded_ids`).
+
+    Consecutive excluded ids (e.g. 101..103) cost one unsigned comparison
+    per run, which is much cheaper than a table lookup per token.
+    """
+    unsigned = tf.uint32 if token_ids.dtype == tf.int32 else tf.uint64
+    eligible = None
+    for first, last in contiguous_runs(excluded_ids):
+        if first == last:
+            allowed = tf.not_equal(token_ids, tf.constant(first, token_ids.dtype))
+        else:
+            offset = tf.bitcast(
+                token_ids - tf.constant(first, token_ids.dtype), unsigned
+            )
+            allowed = tf.greater(offset, tf.constant(last - first, unsigned))
+        eligible = allowed if eligible is None else tf.logical_and(eligible, allowed)
+    return eligible
+
+
+def draw_random_replacements(corrupted, replace_positions, seed, plan):
+    """Writes a uniformly drawn allowed id at each True of `replace_positions`.
+
+    Only the (few) chosen positions get a draw: they are gathered with
+    `tf.where`, given ids, and scattered back.
+    """
+    indices = tf.where(replace_positions)
+    count = tf.shape(indices)[0]
+    replacement_ids = tf.constant(plan.replacement_ids, corrupted.dtype)
+    draws = tf.random.stateless_uniform(
+        [count],
+        seed,
+        minval=0,
+        maxval=len(plan.replacement_ids),
+        dtype=tf.int64 if len(plan.replacement_ids) >= 2**31 else tf.int32,
+    )
+    new_ids = tf.gather(replacement_ids, draws)
+    return tf.tensor_scatter_nd_update(corrupted, indices, new_ids)
+
+
+def apply_actions(token_ids, selected, action_values, bits, thresholds, seed, plan):
+    """Mask / randomise / keep each selected token by its action value.
+
+    `action_values` are uniform below `thresholds[-1]` at selected
+    positions: values under `thresholds[0]` get the mask token, values in
+    `[thresholds[0], thresholds[1])` a random id, the rest keep their id.
+    """
+    mask_threshold, random_threshold = thresholds[0], thresholds[1]
+    corrupted = token_ids
+    if mask_threshold > 0:
+        to_mask = logical_and(selected, below(action_values, mask_threshold, bits))
+        corrupted = tf.where(
+            to_mask, tf.constant(plan.mask_token_id, token_ids.dtype), token_ids
+        )
+    if random_threshold > mask_threshold:
+        offset = action_values - tf.constant(mask_threshold, action_values.dtype)
+        to_randomise = logical_and(
+            selected, below(offset, random_threshold - mask_threshold, bits)
+        )
+        corrupted = draw_random_replacements(corrupted, to_randomise, seed, plan)
+    return corrupted
+
+
+def rank_keys(shape, seed):
+    """Unique int64 random keys: 32 random bits, ties broken by position."""
+    random_part = tf.cast(uniform_bits(shape, seed, 32), tf.int64)
+    positions = tf.cast(tf.range(shape[-1]), tf.int64)
+    return tf.bitwise.bitwise_or(
+        tf.bitwise.left_shift(random_part, tf.constant(32, tf.int64)), positions
+    )
+
+
+def keep_top_ranked(candidates, counts, seed):
+    """Keeps `counts[b]` candidates of row `b`, a uniformly random subset.
+
+    Args:
+        candidates: bool `[B, T]`.
+        counts: int32 `[B]`, each at most the row's number of candidates.
+        seed: shape-`[2]` seed for the ranking keys.
+    """
+    keys = rank_keys(tf.shape(candidates), seed)
+    keys = tf.where(candidates, keys, tf.constant(-1, tf.int64))
+    # One extra column of -1 keeps top_k's k >= 1 for empty rows and batches.
+    padded_keys = tf.pad(keys, [[0, 0], [0, 1]], constant_values=-1)
+    k = tf.maximum(tf.reduce_max(counts), 1)
+    top = tf.math.top_k(padded_keys, k=k).values
+    last_kept = tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
+    kept = tf.logical_and(candidates, keys >= last_kept[:, None])
+    return tf.logical_and(kept, (counts > 0)[:, None])
+
+
+def exact_counts(eligible, mask_rate, max_predictions):
+    """`round(mask_rate * eligible)` per row, at least 1 when any eligible."""
+    eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    counts = tf.cast(
+        tf.round(mask_rate * tf.cast(eligible_count, tf.float32)), tf.int32
+    )
+    counts = tf.maximum(counts, tf.minimum(eligible_count, 1))
+    counts = tf.minimum(counts, eligible_count)
+    if max_predictions is not None:
+        counts = tf.minimum(counts, max_predictions)
+    return counts
+
+
+def select_and_corrupt(token_ids, seed, plan, valid=None):
+    """Selects tokens and corrupts them; the core of every code path.
+
+    Args:
+        token_ids: int32/int64 ids, any rank for plain "bernoulli"; `[B, T]`
+            for "exact" or with `max_predictions`.
+        seed: shape-`[2]` integer seed; the result is a pure function of
+            `(token_ids, seed, valid)`.
+        plan: an `MLMMaskingPlan`.
+        valid: optional bool mask of real (non-padded) positions.
+
+    Returns:
+        `(corrupted_ids, selected)`, both shaped like `token_ids`.
+    """
+    selection_seed, rank_seed, replacement_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3)
+    )
+    shape = tf.shape(token_ids)
+    eligible = logical_and(eligible_mask(token_ids, plan.excluded_ids), valid)
+    if eligible is None:
+        eligible = tf.ones(shape, tf.bool)
+    if plan.selection == "bernoulli":
+        bits, thresholds = choose_thresholds(plan.action_probabilities(plan.mask_rate))
+        selection_threshold = thresholds[2]
+        draws = uniform_bits(shape, selection_seed, bits)
+        selected = logical_and(eligible, below(draws, selection_threshold, bits))
+        if plan.max_predictions is not None:
+            counts = tf.minimum(
+                tf.reduce_sum(tf.cast(selected, tf.int32), axis=1),
+                plan.max_predictions,
+            )
+            selected = keep_top_ranked(selected, counts, rank_seed)
+        action_values = draws
+    else:
+        counts = exact_counts(eligible, plan.mask_rate, plan.max_predictions)
+        selected = keep_top_ranked(eligible, counts, rank_seed)
+        bits, thresholds = choose_thresholds(plan.action_probabilities(1.0))
+        action_seed = tf.random.experimental.stateless_fold_in(rank_seed, 1)
+        action_values = uniform_bits(shape, action_seed, bits)
+    corrupted = apply_actions(
+        token_ids, selected, action_values, bits, thresholds, replacement_seed, plan
+    )
+    return corrupted, selected
+
+
+def prediction_targets(token_ids, selected, max_predictions):
+    """keras-hub style `mask_positions`, `mask_ids`, `mask_weights`.
+
+    Positions of the selected tokens in ascending order, then padding with
+    position 0, id 0, weight 0, to width `max_predictions`.
+
+    Args:
+        token_ids: original ids `[B, T]`.
+        selected: bool `[B, T]` with at most `max_predictions` per row.
+        max_predictions: the output width.
+
+    Returns:
+        `(positions int32 [B, P], ids [B, P], weights float32 [B, P])`.
+    """
+    width = tf.shape(token_ids)[1]
+    descending_order = tf.where(selected, width - tf.range(width), 0)
+    descending_order = tf.pad(
+        descending_order, [[0, 0], [0, tf.maximum(max_predictions - width, 0)]]
+    )
+    top = tf.math.top_k(descending_order, k=max_predictions)
+    weights = top.values > 0
+    positions = tf.where(weights, top.indices, 0)
+    # A padding column keeps the gather in range for empty sequences.
+    padded_ids = tf.pad(token_ids, [[0, 0], [0, 1]])
+    ids = tf.gather(padded_ids, positions, batch_dims=1)
+    ids = tf.where(weights, ids, tf.zeros_like(ids))
+    return positions, ids, tf.cast(weights, tf.float32)
