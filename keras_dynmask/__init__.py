@@ -2,3 +2,5 @@
 
 __version__ = "0.1.0"
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
+from keras_dynmask.masked_lm_model import MaskedLMModel
+from keras_dynmask import data

@@ -1,0 +1,100 @@
+"""`mask_dataset`: reproducible dynamic masking over a `tf.data.Dataset`."""
+
+import tensorflow as tf
+
+
+def element_seed(base_seed, epoch, index):
+    """The shape-`[2]` seed of one element: a pure function of its key.
+
+    Args:
+        base_seed: int, the user's seed.
+        epoch: int64 scalar, which pass over the data.
+        index: int64 scalar, the element's position within the pass.
+    """
+    seed = tf.constant([base_seed % 2**63, 0x6D61736B], tf.int64)
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(epoch, tf.int64))
+    return tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
+
+
+def _check_seed(seed):
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"`seed` must be None or an int. Received: seed={seed!r}")
+
+
+def mask_dataset(
+    dataset,
+    layer,
+    seed=None,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    num_epochs=None,
+):
+    """Maps a masking layer over `dataset`, reproducibly when seeded.
+
+    With a `seed`, each element's mask is a pure function of
+    `(seed, epoch, element index)`: the same run to run, different from
+    epoch to epoch, and independent of `num_parallel_calls` and of which
+    process (e.g. a tf.data service worker) computes it. Without a seed,
+    the layer draws fresh masks on every call.
+
+    The epoch is counted in one of two ways. By default the returned dataset
+    counts how many times it has been iterated (each `for` loop or each
+    epoch of `model.fit` is one pass), in a small `tf.Variable`, so it must
+    be iterated in the process that built it. With `num_epochs=N` it holds
+    the N passes back to back and takes the epoch from the position, with
+    no state: use that for pipelines that are serialised and run elsewhere
+    (tf.data service), with `steps_per_epoch` in `model.fit`.
+
+    Args:
+        dataset: a `tf.data.Dataset` whose elements the layer takes (ids,
+            ragged ids, or dicts with `"token_ids"`).
+        layer: a `DynamicMLMMasking` (or any layer with a call-time `seed`).
+        seed: `None` or int.
+        num_parallel_calls: as for `tf.data.Dataset.map`.
+        num_epochs: `None` or int >= 1 (see above).
+
+    Returns:
+        The masked `tf.data.Dataset`.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_dynmask import DynamicMLMMasking
+    >>> ids = tf.data.Dataset.from_tensor_slices(tf.ones([4, 8], tf.int32) * 9)
+    >>> layer = DynamicMLMMasking(vocabulary_size=16, mask_token_id=3,
+    ...                           mask_rate=0.5, output_mode="fit")
+    >>> ds = mask_dataset(ids.batch(2), layer, seed=42)
+    >>> first = [x.numpy().tolist() for x, y, w in ds]
+    >>> again = [x.numpy().tolist() for x, y, w in mask_dataset(
+    ...     ids.batch(2), layer, seed=42)]
+    >>> first == again
+    True
+    """
+    _check_seed(seed)
+    if num_epochs is not None and (
+        not isinstance(num_epochs, int) or isinstance(num_epochs, bool) or num_epochs < 1
+    ):
+        raise ValueError(
+            f"`num_epochs` must be None or an int >= 1. Received: num_epochs={num_epochs!r}"
+        )
+    if seed is None:
+        if num_epochs is not None:
+            dataset = dataset.repeat(num_epochs)
+        return dataset.map(layer, num_parallel_calls=num_parallel_calls)
+
+    def mask_pass(epoch):
+        def mask_element(index, element):
+            return layer(element, seed=element_seed(seed, epoch, index))
+
+        return dataset.enumerate().map(
+            mask_element,
+            num_parallel_calls=num_parallel_calls,
+            deterministic=True,
+        )
+
+    if num_epochs is not None:
+        epochs = tf.data.Dataset.range(num_epochs)
+    else:
+        passes = tf.Variable(0, dtype=tf.int64, trainable=False, name="mask_dataset_passes")
+        # One element per iteration: reading it advances the pass counter.
+        epochs = tf.data.Dataset.range(1).map(lambda _: passes.assign_add(1) - 1)
+    return epochs.flat_map(mask_pass)

@@ -1,0 +1,139 @@
+"""`MaskedLMModel`: masked-LM training with the masking inside the model."""
+
+import keras
+import tensorflow as tf
+
+from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
+
+
+def masked_lm_loss():
+    """Cross-entropy over logits, averaged over the selected positions only.
+
+    `reduction="mean_with_sample_weight"` divides the weighted sum by the
+    sum of the weights, so unselected positions (weight 0) contribute
+    nothing, and the loss does not shrink with the mask rate.
+    """
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
+    )
+
+
+def _batch_fingerprint(token_ids):
+    """A deterministic int64 summary of a batch's content, for seeding."""
+    if isinstance(token_ids, tf.RaggedTensor):
+        token_ids = token_ids.to_tensor()
+    values = tf.reshape(tf.cast(token_ids, tf.int64), [-1])
+    weights = tf.range(1, tf.size(values, tf.int64) + 1, dtype=tf.int64)
+    return tf.reduce_sum(values * (2 * weights + 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_dynmask")
+class MaskedLMModel(keras.Model):
+    """Wraps a token-level model so `fit` trains it as a masked LM.
+
+    Each training step masks the batch with `masking` (a
+    `DynamicMLMMasking` in `output_mode="fit"`) on the device, feeds the
+    corrupted ids to `backbone`, and takes the loss at the selected
+    positions only (the masking's sample weights). `fit(ids)` needs no
+    labels. Evaluation without labels masks each batch with a fixed seed
+    (`evaluation_seed`, mixed with the batch's content), so the held-out
+    masking is identical from epoch to epoch. Batches that already come as
+    `(x, y, sample_weight)` (e.g. from `ds.map(masking)`) are used as they
+    are. Calling or exporting the model runs `backbone` alone, unmasked.
+
+    Args:
+        backbone: a Keras model or layer mapping ids `[B, T]` to logits
+            `[B, T, vocabulary_size]`.
+        masking: a `DynamicMLMMasking` with `output_mode="fit"`.
+        evaluation_seed: int, seeds the fixed evaluation masking.
+        **kwargs: base `keras.Model` arguments such as `name`.
+
+    Call arguments:
+        inputs: token ids for `backbone`.
+        training: passed to `backbone`.
+
+    Returns:
+        The backbone's logits.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> backbone = keras.Sequential([
+    ...     keras.Input((None,), dtype="int32"),
+    ...     keras.layers.Embedding(50, 8), keras.layers.Dense(50)])
+    >>> model = MaskedLMModel(backbone, DynamicMLMMasking(
+    ...     vocabulary_size=50, mask_token_id=4, output_mode="fit"))
+    >>> model.compile(optimizer="adam")
+    >>> ids = np.random.randint(5, 50, size=(16, 12)).astype("int32")
+    >>> history = model.fit(ids, epochs=1, batch_size=8, verbose=0)
+    >>> model.predict(ids[:2], verbose=0).shape
+    (2, 12, 50)
+    """
+
+    def __init__(self, backbone, masking, evaluation_seed=1234, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(masking, DynamicMLMMasking) or masking.output_mode != "fit":
+            raise ValueError(
+                "`masking` must be a DynamicMLMMasking with output_mode='fit'. "
+                f"Received: masking={masking!r}"
+            )
+        if not isinstance(evaluation_seed, int) or isinstance(evaluation_seed, bool):
+            raise ValueError(
+                "`evaluation_seed` must be an int. "
+                f"Received: evaluation_seed={evaluation_seed!r}"
+            )
+        self.backbone = backbone
+        self.masking = masking
+        self.evaluation_seed = evaluation_seed
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "masking": keras.saving.serialize_keras_object(self.masking),
+                "evaluation_seed": self.evaluation_seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["masking"] = keras.saving.deserialize_keras_object(config["masking"])
+        return cls(**config)
+
+    def compile(self, optimizer="adam", loss=None, weighted_metrics=None, **kwargs):
+        """Like `keras.Model.compile`, defaulting to the masked-LM loss.
+
+        Defaults: `loss=masked_lm_loss()`, `weighted_metrics=[accuracy]`
+        (accuracy at the selected positions).
+        """
+        if loss is None:
+            loss = masked_lm_loss()
+        if weighted_metrics is None:
+            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(
+            optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
+        )
+
+    def call(self, inputs, training=None):
+        return self.backbone(inputs, training=training)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            x, y, sample_weight = self.masking(x, training=True)
+        return super().train_step((x, y, sample_weight))
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            token_ids = x["token_ids"] if isinstance(x, dict) else x
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.constant([self.evaluation_seed, 0], tf.int64),
+                _batch_fingerprint(token_ids),
+            )
+            x, y, sample_weight = self.masking(x, training=True, seed=seed)
+        return super().test_step((x, y, sample_weight))
