@@ -4,3 +4,5 @@ __version__ = "0.1.0"
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
 from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask import data
+from keras_dynmask.padding_mask import PaddingMask
+from keras_dynmask.causal_mask import CausalMask

@@ -1,0 +1,131 @@
+"""Vectorised kernels for padding and causal attention masks.
+
+`keras_dynmask.PaddingMask` and `keras_dynmask.CausalMask` validate their
+inputs and call these functions. Each is a few TF ops over the whole batch,
+with no Python loop over tokens, and works at a sequence length known only at
+run time (a `None` dimension in a SavedModel) as well as under XLA.
+
+Conventions: a *padding mask* is bool `[B, T]`, True where the token is real;
+an *attention mask* is bool `[B, T, T]`, True where query `i` (axis 1) may
+attend key `j` (axis 2), the `attention_mask` that
+`keras.layers.MultiHeadAttention` takes.
+"""
+
+import tensorflow as tf
+
+DIRECTIONS = ("forward", "backward")
+
+
+def token_padding_mask(token_ids, pad_token_id=0):
+    """True where a token is real, False where it is padding.
+
+    Args:
+        token_ids: integer `tf.Tensor` of any shape, or a `tf.RaggedTensor`
+            `[B, (T)]`.
+        pad_token_id: the padding id, or `None` when no id is padding (then
+            only the positions past a ragged row's end are padding).
+
+    Returns:
+        A bool tensor of the shape of `token_ids`; for a ragged input the
+        dense `[B, T]` mask of the padded batch, False past each row's end.
+    """
+    if isinstance(token_ids, tf.RaggedTensor):
+        real_tokens = token_padding_mask(token_ids.flat_values, pad_token_id)
+        return token_ids.with_flat_values(real_tokens).to_tensor(
+            default_value=False
+        )
+    if pad_token_id is None or not _representable(pad_token_id, token_ids.dtype):
+        # No token can equal the padding id.
+        return tf.ones_like(token_ids, dtype=tf.bool)
+    return tf.not_equal(token_ids, tf.constant(pad_token_id, token_ids.dtype))
+
+
+def attention_mask_from_padding(padding_mask):
+    """`[..., T, T]` mask, True where query and key are both real tokens.
+
+    This is exactly the mask `keras.layers.MultiHeadAttention` derives from
+    the Keras masks of its query and value: a padded query's row is all
+    False.
+
+    Args:
+        padding_mask: bool `[..., T]`, True at real tokens.
+
+    Returns:
+        bool `[..., T, T]`.
+    """
+    return padding_mask[..., :, None] & padding_mask[..., None, :]
+
+
+def causal_attention_mask(
+    batch_size,
+    sequence_length,
+    direction="forward",
+    window=None,
+    prefix_length=None,
+    segment_ids=None,
+    padding_mask=None,
+):
+    """Causal attention mask with optional window, prefix, segments, padding.
+
+    Rules, applied in this order:
+
+    1. direction: `"forward"` allows key `j <= i`, `"backward"` allows
+       `j >= i`; `window=w` further needs `|i - j| < w`;
+    2. prefix: query and key both inside the first `prefix_length` positions
+       are allowed whatever rule 1 says (prefix-LM);
+    3. segments: query and key must share a segment id;
+    4. padding: padded keys are never attended, and a padded query attends
+       only itself.
+
+    The diagonal survives rules 1 to 3 and rule 4 keeps it, so every query row
+    holds at least one True.
+
+    Args:
+        batch_size: int or scalar int32 tensor, `B`.
+        sequence_length: int or scalar int32 tensor, `T`.
+        direction: `"forward"` or `"backward"`.
+        window: `None` or Python int >= 1.
+        prefix_length: `None`, or an integer tensor of shape `[]` or `[B]`.
+        segment_ids: `None`, or an integer tensor `[B, T]`.
+        padding_mask: `None`, or a bool tensor `[B, T]`, True at real tokens.
+
+    Returns:
+        bool `[B, T, T]`.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(
+            f"`direction` must be one of {DIRECTIONS}. Received: "
+            f"direction={direction!r}"
+        )
+    positions = tf.range(sequence_length)
+    # offset[i, j] = i - j: how far key j lies behind query i.
+    offset = positions[:, None] - positions[None, :]
+    if direction == "forward":
+        allowed = offset >= 0
+    else:
+        allowed = offset <= 0
+    if window is not None:
+        allowed &= tf.abs(offset) < window
+    allowed = allowed[None]  # [1, T, T], shared by the whole batch.
+
+    if prefix_length is not None:
+        prefix_length = tf.reshape(tf.cast(prefix_length, tf.int32), [-1, 1])
+        in_prefix = positions[None, :] < prefix_length  # [B or 1, T]
+        allowed |= in_prefix[:, :, None] & in_prefix[:, None, :]
+
+    if segment_ids is not None:
+        allowed &= segment_ids[:, :, None] == segment_ids[:, None, :]
+
+    if padding_mask is not None:
+        # Padding groups: every real token shares group -1, every padded
+        # position is a group of its own (its position). A query then sees
+        # only keys of its group: real keys for a real query, itself for a
+        # padded one.
+        padding_group = tf.where(padding_mask, -1, positions[None, :])
+        allowed &= padding_group[:, :, None] == padding_group[:, None, :]
+
+    return tf.broadcast_to(allowed, [batch_size, sequence_length, sequence_length])
+
+
+def _representable(value, dtype):
+    return dtype.min <= value <= dtype.max
