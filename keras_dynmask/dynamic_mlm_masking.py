@@ -266,22 +266,20 @@ class DynamicMLMMasking(MaskingLayer):
 
     def compute_output_spec(self, inputs, training=None, seed=None):
         token_ids, rest = self._split_inputs(inputs)
+
+        def like(dtype=token_ids.dtype, shape=token_ids.shape):
+            return keras.KerasTensor(shape, dtype=dtype)
+
         if self.output_mode == "ids":
-            return self._merge(rest, token_ids)
-        like = keras.KerasTensor(token_ids.shape, dtype=token_ids.dtype)
-        weights = keras.KerasTensor(token_ids.shape, dtype="float32")
+            return self._merge(rest, like())
         if self.output_mode == "fit":
-            return self._merge(rest, like), like, weights
-        outputs = {
-            "token_ids": like,
-            "labels": keras.KerasTensor(token_ids.shape, dtype=token_ids.dtype),
-            "mask": keras.KerasTensor(token_ids.shape, dtype="bool"),
-        }
+            return self._merge(rest, like()), like(), like("float32")
+        outputs = {"token_ids": like(), "labels": like(), "mask": like("bool")}
         if self.max_predictions is not None:
-            width = token_ids.shape[:-1] + (self.max_predictions,)
-            outputs["mask_positions"] = keras.KerasTensor(width, dtype="int32")
-            outputs["mask_ids"] = keras.KerasTensor(width, dtype=token_ids.dtype)
-            outputs["mask_weights"] = keras.KerasTensor(width, dtype="float32")
+            width = tuple(token_ids.shape[:-1]) + (self.max_predictions,)
+            outputs["mask_positions"] = like("int32", width)
+            outputs["mask_ids"] = like(shape=width)
+            outputs["mask_weights"] = like("float32", width)
         return {**(rest or {}), **outputs}
 
     # Inputs and validation.

@@ -243,8 +243,11 @@ def apply_actions(token_ids, selected, action_values, bits, thresholds, seed, pl
 
 
 def rank_keys(shape, seed):
-    """Unique int64 random keys: 32 random bits, ties broken by position."""
-    random_part = tf.cast(uniform_bits(shape, seed, 32), tf.int64)
+    """Unique non-negative int64 keys: 31 random bits, then the position."""
+    random_part = tf.cast(
+        tf.bitwise.right_shift(uniform_bits(shape, seed, 32), tf.constant(1, tf.uint32)),
+        tf.int64,
+    )
     positions = tf.cast(tf.range(shape[-1]), tf.int64)
     return tf.bitwise.bitwise_or(
         tf.bitwise.left_shift(random_part, tf.constant(32, tf.int64)), positions
