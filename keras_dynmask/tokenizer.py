@@ -1,0 +1,355 @@
+"""`WordPieceTokenizer`: learn a WordPiece vocabulary, tokenize in-graph."""
+
+import collections
+import os
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+from tensorflow_text.tools.wordpiece_vocab import (
+    wordpiece_tokenizer_learner_lib as learner,
+)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SUFFIX_INDICATOR = "##"
+# Special tokens that raw text may spell out and that stay whole words
+# ("[MASK]" for fill-mask queries). "[PAD]" is not among them: padding is
+# never part of a text.
+_LITERAL_SPECIALS = r"\[(?:UNK|CLS|SEP|MASK)\]"
+# Each punctuation mark, symbol and CJK character is a word of its own, as
+# in BERT's basic tokenizer; whitespace separates words and is dropped.
+_SINGLE_CHARS = r"[\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+_SPACE = r"[\s\p{Z}]+"
+_SPLIT = f"{_LITERAL_SPECIALS}|{_SPACE}|{_SINGLE_CHARS}"
+_KEEP = f"{_LITERAL_SPECIALS}|{_SINGLE_CHARS}"
+
+
+class WordPieceTokenizer(tf.Module):
+    """A WordPiece tokenizer that runs in TensorFlow graphs.
+
+    Text is split into words (whitespace; every punctuation mark, symbol and
+    CJK character on its own; the special tokens `[MASK]`, `[UNK]`, `[CLS]`,
+    `[SEP]` spelled out in the text kept whole), optionally lower-cased with
+    accents stripped, then cut into wordpieces by tensorflow-text's
+    `FastWordpieceTokenizer`. Every step is a TensorFlow op, so the same
+    tokenizer runs eagerly, in `tf.data` and inside an exported SavedModel
+    (which needs only `tensorflow` and `tensorflow_text` to load).
+
+    The vocabulary starts with the special tokens `[PAD]`, `[UNK]`,
+    `[CLS]`, `[SEP]`, `[MASK]` (ids 0 to 4 in a learned vocabulary).
+    `learn()` learns one from text with tensorflow-text's WordPiece learner,
+    splitting words exactly as the tokenizer does.
+
+    Args:
+        vocabulary: list of str, the wordpieces, suffixes prefixed by `##`;
+            must contain the five special tokens.
+        sequence_length: `None` or int >= 3, the length `__call__` truncates
+            to (and pads to); `None` pads to the longest text of the batch.
+        lower_case: whether to lower-case text and strip accents.
+        name: name of the `tf.Module`.
+
+    Call arguments:
+        texts: a `tf.string` scalar or `[B]` tensor (or Python strings).
+
+    Returns:
+        `__call__`: int32 ids `[CLS] wordpieces [SEP]` then `[PAD]`s, of
+        shape `[L]` or `[B, L]`, `L = sequence_length` or the batch's
+        longest; wordpieces past `sequence_length - 2` are dropped.
+
+    Example:
+
+    >>> texts = ["The cat sat on the mat.", "The dog sat on the log."]
+    >>> tokenizer = WordPieceTokenizer.learn(texts, vocabulary_size=60)
+    >>> tokenizer.vocabulary[:5]
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+    >>> ids = tokenizer(["the cat sat on the [MASK]."])
+    >>> tokenizer.id_to_token(ids).numpy()[0].tolist()[:4]
+    [b'[CLS]', b'the', b'cat', b'sat']
+    >>> int(ids[0, -3]) == tokenizer.mask_id
+    True
+    """
+
+    def __init__(self, vocabulary, sequence_length=None, lower_case=True, name=None):
+        super().__init__(name=name)
+        if isinstance(vocabulary, (str, bytes)) or not all(
+            isinstance(token, str) for token in vocabulary
+        ):
+            raise ValueError(
+                "`vocabulary` must be a list of str (see "
+                "`WordPieceTokenizer.from_file` to read a file). Received: "
+                f"vocabulary={_short(vocabulary)}"
+            )
+        vocabulary = list(vocabulary)
+        missing = [t for t in SPECIAL_TOKENS if t not in vocabulary]
+        if missing:
+            raise ValueError(
+                f"`vocabulary` must contain the special tokens {SPECIAL_TOKENS}; "
+                f"{missing} are missing. Received: vocabulary={_short(vocabulary)}"
+            )
+        if len(set(vocabulary)) != len(vocabulary):
+            repeated = [t for t, n in collections.Counter(vocabulary).items() if n > 1]
+            raise ValueError(
+                f"`vocabulary` holds repeated tokens {repeated[:10]}. "
+                f"Received: vocabulary={_short(vocabulary)}"
+            )
+        if sequence_length is not None and (
+            not isinstance(sequence_length, int)
+            or isinstance(sequence_length, bool)
+            or sequence_length < 3
+        ):
+            raise ValueError(
+                "`sequence_length` must be None or an int >= 3 (room for "
+                f"[CLS], one wordpiece and [SEP]). Received: "
+                f"sequence_length={sequence_length!r}"
+            )
+        if not isinstance(lower_case, bool):
+            raise ValueError(
+                f"`lower_case` must be a bool. Received: lower_case={lower_case!r}"
+            )
+        self.vocabulary = vocabulary
+        self.sequence_length = sequence_length
+        self.lower_case = lower_case
+        ids = {token: i for i, token in enumerate(vocabulary)}
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+            ids[t] for t in SPECIAL_TOKENS
+        )
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=vocabulary,
+            suffix_indicator=SUFFIX_INDICATOR,
+            max_bytes_per_word=100,
+            token_out_type=tf.int32,
+            unknown_token="[UNK]",
+            no_pretokenization=True,
+            support_detokenization=True,
+        )
+        self._tokens = tf.constant(vocabulary, dtype=tf.string)
+
+    @property
+    def vocabulary_size(self):
+        """Number of wordpieces, special tokens included."""
+        return len(self.vocabulary)
+
+    @property
+    def special_token_ids(self):
+        """Ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, in that order."""
+        return [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id]
+
+    @classmethod
+    def learn(
+        cls,
+        texts,
+        vocabulary_size=8000,
+        sequence_length=None,
+        lower_case=True,
+        batch_size=1024,
+        **learn_kwargs,
+    ):
+        """Learns a WordPiece vocabulary from text and returns its tokenizer.
+
+        Words are counted after the tokenizer's own splitting and
+        normalisation, then tensorflow-text's WordPiece learner
+        (`wordpiece_tokenizer_learner_lib.learn`) picks the wordpieces.
+        Nothing is downloaded.
+
+        Args:
+            texts: an iterable of str or a `tf.data.Dataset` of strings.
+            vocabulary_size: int >= 6, the size wanted; the learner's
+                binary search lands near it (on a few hundred thousand
+                words, within a few percent below; larger sizes than the
+                corpus supports may overshoot).
+            sequence_length: as in the constructor.
+            lower_case: as in the constructor.
+            batch_size: texts counted per TensorFlow call.
+            **learn_kwargs: passed to the learner, e.g. `lower_thresh`,
+                `num_iterations`, `max_unique_chars`.
+
+        Returns:
+            A `WordPieceTokenizer`.
+        """
+        if (
+            not isinstance(vocabulary_size, int)
+            or isinstance(vocabulary_size, bool)
+            or vocabulary_size <= len(SPECIAL_TOKENS)
+        ):
+            raise ValueError(
+                f"`vocabulary_size` must be an int > {len(SPECIAL_TOKENS)}. "
+                f"Received: vocabulary_size={vocabulary_size!r}"
+            )
+        if isinstance(texts, tf.data.Dataset):
+            dataset = texts
+        elif isinstance(texts, (str, bytes)):
+            raise ValueError(
+                "`texts` must be an iterable of str or a tf.data.Dataset, not "
+                f"a single string. Received: texts={_short(texts)}"
+            )
+        else:
+            texts = list(texts)
+            if not texts:
+                raise ValueError("`texts` is empty: there is nothing to learn from")
+            dataset = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
+        if dataset.element_spec.shape.rank == 0:
+            dataset = dataset.batch(batch_size)
+        splitter = cls(list(SPECIAL_TOKENS), lower_case=lower_case)
+
+        @tf.function
+        def count(batch):
+            words, _, counts = tf.unique_with_counts(
+                splitter.split_words(batch).flat_values
+            )
+            return words, counts
+
+        word_counts = collections.Counter()
+        for words, counts in dataset.map(count).as_numpy_iterator():
+            word_counts.update(dict(zip(words.tolist(), counts.tolist())))
+        for special in SPECIAL_TOKENS:
+            word_counts.pop(special.encode(), None)
+        if not word_counts:
+            raise ValueError("`texts` holds no words: there is nothing to learn from")
+        # The learner's default `lower_thresh` (10) stops well short of the
+        # asked size on corpora of a few hundred thousand words.
+        learn_kwargs.setdefault("lower_thresh", 1)
+        learned = learner.learn(
+            [(w.decode("utf-8"), n) for w, n in word_counts.items()],
+            vocab_size=vocabulary_size,
+            reserved_tokens=list(SPECIAL_TOKENS),
+            **learn_kwargs,
+        )
+        return cls(learned, sequence_length=sequence_length, lower_case=lower_case)
+
+    @classmethod
+    def from_file(cls, path, sequence_length=None, lower_case=True):
+        """Reads a vocabulary written by `save_vocabulary` (one token a line).
+
+        Args:
+            path: the vocabulary file.
+            sequence_length: as in the constructor.
+            lower_case: as in the constructor.
+
+        Returns:
+            A `WordPieceTokenizer`.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No vocabulary file at {os.fspath(path)!r}")
+        with open(path, encoding="utf-8") as handle:
+            vocabulary = handle.read().split("\n")
+        if vocabulary and vocabulary[-1] == "":
+            vocabulary.pop()
+        return cls(vocabulary, sequence_length=sequence_length, lower_case=lower_case)
+
+    def save_vocabulary(self, path):
+        """Writes the vocabulary, one token a line, in id order.
+
+        Args:
+            path: the file to write.
+
+        Returns:
+            `path`.
+        """
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(self.vocabulary) + "\n")
+        return path
+
+    def split_words(self, texts):
+        """Splits and normalises text into words, as the vocabulary expects.
+
+        Args:
+            texts: `tf.string` tensor of shape `[B]`.
+
+        Returns:
+            A `tf.RaggedTensor` of words, `[B, (W)]`.
+        """
+        texts = tf.strings.regex_replace(texts, r"[\p{Cc}\p{Cf}]", " ")
+        words = tf_text.regex_split(texts, _SPLIT, _KEEP)
+        flat = words.flat_values
+        special = tf.strings.regex_full_match(flat, _LITERAL_SPECIALS)
+        if self.lower_case:
+            normal = tf_text.normalize_utf8(tf_text.case_fold_utf8(flat), "NFD")
+            normal = tf.strings.regex_replace(normal, r"\p{Mn}", "")
+        else:
+            normal = tf_text.normalize_utf8(flat, "NFC")
+        # Compatibility forms may decompose into spaces (NFKC maps the acute
+        # accent U+00B4 to a space and a combining mark): words hold none.
+        normal = tf.strings.regex_replace(normal, _SPACE, "")
+        normal = tf.where(special, flat, normal)
+        # Words made only of stripped marks vanish; drop the empty strings.
+        words = words.with_flat_values(normal)
+        return tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
+
+    def tokenize(self, texts):
+        """Wordpiece ids of each text, no special tokens added, no truncation.
+
+        Args:
+            texts: a `tf.string` scalar or `[B]` tensor.
+
+        Returns:
+            int32 ids: a `[N]` tensor for a scalar, else a `tf.RaggedTensor`
+            `[B, (N)]`.
+        """
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        scalar = texts.shape.rank == 0
+        batch = texts[None] if scalar else texts
+        if batch.shape.rank != 1:
+            raise ValueError(
+                "WordPieceTokenizer takes a scalar or a `[B]` tensor of "
+                f"strings. Received shape {texts.shape}"
+            )
+        pieces = self._wordpiece.tokenize(self.split_words(batch))
+        ids = pieces.merge_dims(1, 2)
+        return ids[0] if scalar else ids
+
+    def __call__(self, texts):
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        scalar = texts.shape.rank == 0
+        ids = self.tokenize(texts[None] if scalar else texts)
+        if self.sequence_length is not None:
+            ids = ids[:, : self.sequence_length - 2]
+        rows = ids.nrows()
+        cls = tf.fill([rows, 1], self.cls_id)
+        sep = tf.fill([rows, 1], self.sep_id)
+        ids = tf.concat([cls, ids, sep], axis=1)
+        width = self.sequence_length
+        dense = ids.to_tensor(default_value=self.pad_id, shape=[None, width])
+        return dense[0] if scalar else dense
+
+    def id_to_token(self, ids):
+        """The wordpiece string of each id (any shape, dense or ragged).
+
+        Args:
+            ids: int ids in `[0, vocabulary_size)`.
+
+        Returns:
+            `tf.string` tensor of the same shape.
+        """
+        if isinstance(ids, tf.RaggedTensor):
+            return ids.with_flat_values(self.id_to_token(ids.flat_values))
+        return tf.gather(self._tokens, ids)
+
+    def detokenize(self, ids):
+        """Joins wordpieces back into text, skipping special tokens.
+
+        Words are joined by single spaces (punctuation too: the split into
+        words is not undone).
+
+        Args:
+            ids: int ids, `[N]` or `[B, N]`, dense or ragged.
+
+        Returns:
+            `tf.string`: a scalar for `[N]`, else `[B]`.
+        """
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.convert_to_tensor(ids)
+            if ids.shape.rank == 1:
+                return self.detokenize(ids[None])[0]
+            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = tf.cast(ids, tf.int32)
+        flat = ids.flat_values
+        keep = tf.reduce_all(
+            tf.not_equal(flat[:, None], tf.constant(self.special_token_ids)),
+            axis=-1,
+        )
+        kept = tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
+        return self._wordpiece.detokenize(kept)
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
