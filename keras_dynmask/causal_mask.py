@@ -1,12 +1,13 @@
 """`CausalMask`: causal attention masks computed from each batch's shape."""
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_dynmask.kernels import attention_masks
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import to_tensor
 
 
@@ -103,42 +104,34 @@ class CausalMask(MaskingLayer):
         inputs = to_tensor(inputs)
         self._check_inputs(inputs)
         batch_size, sequence_length = _batch_and_length(inputs)
-        checks = []
-        # Padding from every argument that carries some: positions past the
-        # end of ragged rows, and where padding_mask is False.
+        checks = []  # run-time shape checks, run before the mask is built
+        # Every source of padding: past the end of ragged rows (of the
+        # inputs or of a ragged argument), and where padding_mask is False.
         real_tokens = []
         if isinstance(inputs, tf.RaggedTensor):
             real_tokens.append(_inside_rows(inputs, sequence_length))
-        if padding_mask is not None:
-            padding_mask = to_tensor(padding_mask)
-            self._check_per_token(padding_mask, "padding_mask", inputs)
-            padding_mask, inside_rows, more_checks = _dense_per_token(
-                padding_mask, "padding_mask", inputs, batch_size, sequence_length
+        per_token = {"padding_mask": padding_mask, "segment_ids": segment_ids}
+        for name, value in per_token.items():
+            if value is None:
+                continue
+            value = to_tensor(value)
+            self._check_per_token(value, name, inputs)
+            per_token[name], inside_rows, more_checks = _dense_per_token(
+                value, name, inputs, batch_size, sequence_length
             )
-            checks += more_checks
             real_tokens += inside_rows
+            checks += more_checks
+        padding_mask, segment_ids = per_token["padding_mask"], per_token["segment_ids"]
+        if padding_mask is not None:
             if padding_mask.dtype != tf.bool:
                 padding_mask = tf.not_equal(padding_mask, 0)
             real_tokens.append(padding_mask)
-        if segment_ids is not None:
-            segment_ids = to_tensor(segment_ids)
-            self._check_per_token(segment_ids, "segment_ids", inputs)
-            segment_ids, inside_rows, more_checks = _dense_per_token(
-                segment_ids, "segment_ids", inputs, batch_size, sequence_length
-            )
-            checks += more_checks
-            real_tokens += inside_rows
         if prefix_length is not None:
             self._check_prefix_length(prefix_length, inputs)
             if not isinstance(prefix_length, (int, np.integer)):
                 prefix_length = tf.convert_to_tensor(prefix_length)
                 checks += _prefix_length_checks(prefix_length, batch_size)
 
-        combined_padding = None
-        for mask in real_tokens:
-            combined_padding = (
-                mask if combined_padding is None else combined_padding & mask
-            )
         with tf.control_dependencies(checks):
             return attention_masks.causal_attention_mask(
                 batch_size,
@@ -147,7 +140,9 @@ class CausalMask(MaskingLayer):
                 window=self.window,
                 prefix_length=prefix_length,
                 segment_ids=segment_ids,
-                padding_mask=combined_padding,
+                padding_mask=functools.reduce(tf.logical_and, real_tokens)
+                if real_tokens
+                else None,
             )
 
     def compute_output_spec(
