@@ -167,6 +167,11 @@ class CausalMask(MaskingLayer):
     # graph tensor reveal is checked by TF asserts at run time.
 
     def _check_inputs(self, inputs):
+        if not hasattr(inputs, "shape"):
+            raise ValueError(
+                "CausalMask takes ids [B, T] or hidden states [B, T, D]. "
+                f"Received: inputs={inputs!r}"
+            )
         rank = _rank(inputs)
         if rank is not None and rank not in (2, 3):
             raise ValueError(

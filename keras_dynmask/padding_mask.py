@@ -102,6 +102,11 @@ class PaddingMask(MaskingLayer):
         return keras.KerasTensor(shape, dtype="bool")
 
     def _check_token_ids(self, token_ids):
+        if not hasattr(token_ids, "dtype"):
+            raise ValueError(
+                "PaddingMask takes a tensor of token ids [B, T]. Received: "
+                f"token_ids={token_ids!r}"
+            )
         dtype = keras.backend.standardize_dtype(token_ids.dtype)
         if dtype not in ("int32", "int64"):
             raise ValueError(

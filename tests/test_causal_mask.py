@@ -632,6 +632,11 @@ def test_bad_input_rank_raises(shape):
         CausalMask()(np.zeros(shape, np.float32))
 
 
+def test_non_tensor_inputs_raise():
+    with pytest.raises(ValueError, match="Received: inputs=None"):
+        CausalMask()(None)
+
+
 def test_mismatched_shapes_known_only_at_run_time_raise():
     @tf.function(input_signature=GRAPH_SIGNATURE)
     def mask(token_ids, padding_mask, segment_ids, prefix_length):

@@ -228,6 +228,7 @@ def test_bad_configuration_raises(kwargs, quoted):
         (np.zeros((2, 3, 4), np.int32), "rank 3"),
         (np.int32(3), "rank 0"),
         (tf.ragged.constant([[[1], [2]], [[3]]]), "ragged token_ids of shape"),
+        ({"token_ids": np.ones((1, 2), np.int32)}, "tensor of token ids"),
     ],
 )
 def test_bad_inputs_raise(token_ids, quoted):
