@@ -273,6 +273,93 @@ def keep_top_ranked(candidates, counts, seed):
     return tf.logical_and(kept, (counts > 0)[:, None])
 
 
+def cap_selections(selected, max_predictions, seed):
+    """Keeps a uniformly random `max_predictions` of each row's selections.
+
+    Ranking costs a `top_k` over the batch, so it runs only when some row
+    holds more than `max_predictions` selections.
+    """
+    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    return tf.cond(
+        tf.reduce_any(counts > max_predictions),
+        lambda: keep_top_ranked(
+            selected, tf.minimum(counts, max_predictions), seed
+        ),
+        lambda: selected,
+    )
+
+
+# Candidates for "exact" selection: expected count + this many standard
+# deviations (+ a constant for tiny counts); a row with fewer candidates than
+# it needs falls back to ranking the whole batch (about 1 batch in 10**4).
+CANDIDATE_MARGIN_SIGMAS = 5.0
+CANDIDATE_MARGIN_TOKENS = 8.0
+
+
+def smallest_draws(candidates, draws, counts):
+    """Marks, per row, the `counts[b]` candidates with the smallest draws.
+
+    Only the candidates are ranked: they are gathered into a ragged batch
+    whose `top_k` finds each row's last kept (draw, position) key; one
+    elementwise comparison against it then marks the kept tokens.
+
+    Args:
+        candidates: bool `[B, T]`.
+        draws: uint32 `[B, T]` random values.
+        counts: int32 `[B]`, each at most the row's number of candidates.
+    """
+    coordinates = tf.where(candidates)
+    halved = tf.bitwise.right_shift(draws, tf.constant(1, tf.uint32))
+    # Unique keys: 31 random bits, ties broken by position; negated so
+    # that top_k's largest are the smallest draws.
+    keys = -tf.bitwise.bitwise_or(
+        tf.bitwise.left_shift(tf.cast(tf.gather_nd(halved, coordinates), tf.int64), 32),
+        coordinates[:, 1],
+    )
+    ragged = tf.RaggedTensor.from_value_rowids(
+        keys, coordinates[:, 0], nrows=tf.shape(candidates, tf.int64)[0], validate=False
+    )
+    padded = ragged.to_tensor(default_value=tf.int64.min)
+    padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
+    top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
+    last_kept = -tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
+    last_draw = tf.cast(tf.bitwise.right_shift(last_kept, 32), tf.uint32)[:, None]
+    last_position = tf.cast(tf.bitwise.bitwise_and(last_kept, 0xFFFFFFFF), tf.int32)[:, None]
+    positions = tf.range(tf.shape(candidates)[1])[None, :]
+    kept = tf.logical_or(
+        halved < last_draw,
+        tf.logical_and(tf.equal(halved, last_draw), positions <= last_position),
+    )
+    return tf.logical_and(tf.logical_and(candidates, kept), (counts > 0)[:, None])
+
+
+def exact_selection(eligible, counts, seed):
+    """Selects a uniformly random `counts[b]` of each row's eligible tokens.
+
+    The selected tokens are those with the smallest of one uniform 32-bit
+    draw each. Only tokens below a per-row threshold set a few standard
+    deviations above the needed quantile are ranked; if any row has too few
+    of them, the whole batch is ranked instead (same result, more time).
+    """
+    draws = uniform_bits(tf.shape(eligible), seed, 32)
+    eligible_count = tf.reduce_sum(tf.cast(eligible, tf.float64), axis=1)
+    needed = tf.cast(counts, tf.float64)
+    spread = tf.sqrt(needed * tf.maximum(1.0 - needed / tf.maximum(eligible_count, 1.0), 0.0))
+    quantile = (needed + CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS) / (
+        tf.maximum(eligible_count, 1.0)
+    )
+    threshold = tf.cast(tf.minimum(quantile * 2.0**32, 2.0**32 - 1), tf.uint32)
+    candidates = tf.logical_and(eligible, draws <= threshold[:, None])
+    enough = tf.reduce_all(
+        tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1) >= counts
+    )
+    return tf.cond(
+        enough,
+        lambda: smallest_draws(candidates, draws, counts),
+        lambda: smallest_draws(eligible, draws, counts),
+    )
+
+
 def exact_counts(eligible, mask_rate, max_predictions):
     """`round(mask_rate * eligible)` per row, at least 1 when any eligible."""
     eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
@@ -313,15 +400,11 @@ def select_and_corrupt(token_ids, seed, plan, valid=None):
         draws = uniform_bits(shape, selection_seed, bits)
         selected = logical_and(eligible, below(draws, selection_threshold, bits))
         if plan.max_predictions is not None:
-            counts = tf.minimum(
-                tf.reduce_sum(tf.cast(selected, tf.int32), axis=1),
-                plan.max_predictions,
-            )
-            selected = keep_top_ranked(selected, counts, rank_seed)
+            selected = cap_selections(selected, plan.max_predictions, rank_seed)
         action_values = draws
     else:
         counts = exact_counts(eligible, plan.mask_rate, plan.max_predictions)
-        selected = keep_top_ranked(eligible, counts, rank_seed)
+        selected = exact_selection(eligible, counts, rank_seed)
         bits, thresholds = choose_thresholds(plan.action_probabilities(1.0))
         action_seed = tf.random.experimental.stateless_fold_in(rank_seed, 1)
         action_values = uniform_bits(shape, action_seed, bits)
@@ -335,7 +418,8 @@ def prediction_targets(token_ids, selected, max_predictions):
     """keras-hub style `mask_positions`, `mask_ids`, `mask_weights`.
 
     Positions of the selected tokens in ascending order, then padding with
-    position 0, id 0, weight 0, to width `max_predictions`.
+    position 0, id 0, weight 0, to width `max_predictions`. `tf.where` lists
+    selected positions row by row in ascending order, so no sort is needed.
 
     Args:
         token_ids: original ids `[B, T]`.
@@ -345,16 +429,15 @@ def prediction_targets(token_ids, selected, max_predictions):
     Returns:
         `(positions int32 [B, P], ids [B, P], weights float32 [B, P])`.
     """
-    width = tf.shape(token_ids)[1]
-    descending_order = tf.where(selected, width - tf.range(width), 0)
-    descending_order = tf.pad(
-        descending_order, [[0, 0], [0, tf.maximum(max_predictions - width, 0)]]
+    batch_size = tf.shape(token_ids)[0]
+    coordinates = tf.cast(tf.where(selected), tf.int32)
+    rows = tf.RaggedTensor.from_value_rowids(
+        coordinates[:, 1], coordinates[:, 0], nrows=batch_size
     )
-    top = tf.math.top_k(descending_order, k=max_predictions)
-    weights = top.values > 0
-    positions = tf.where(weights, top.indices, 0)
-    # A padding column keeps the gather in range for empty sequences.
-    padded_ids = tf.pad(token_ids, [[0, 0], [0, 1]])
-    ids = tf.gather(padded_ids, positions, batch_dims=1)
-    ids = tf.where(weights, ids, tf.zeros_like(ids))
-    return positions, ids, tf.cast(weights, tf.float32)
+    shape = tf.stack([batch_size, max_predictions])
+    positions = rows.to_tensor(default_value=0, shape=shape)
+    ids = tf.RaggedTensor.from_value_rowids(
+        tf.gather_nd(token_ids, coordinates), coordinates[:, 0], nrows=batch_size
+    ).to_tensor(default_value=0, shape=shape)
+    weights = tf.sequence_mask(rows.row_lengths(), max_predictions, tf.float32)
+    return positions, ids, weights
