@@ -320,27 +320,33 @@ class DynamicMLMMasking(MaskingLayer):
             )
 
     def _checked_in_range(self, values):
-        """`values`, with a dependency on a check that ids are in range."""
-        with tf.control_dependencies([self._assert_ids_in_range(values)]):
-            return tf.identity(values)
+        """`values`, after checking every id lies in `[0, vocabulary_size)`.
 
-    def _assert_ids_in_range(self, values):
+        One unsigned max over the ids decides; the message's min and max
+        are computed only on failure, so the check costs one reduction.
+        """
         unsigned = tf.uint32 if values.dtype == tf.int32 else tf.uint64
-        largest = tf.reduce_max(tf.bitcast(values, unsigned))
-        return tf.debugging.Assert(
-            tf.logical_or(
-                tf.equal(tf.size(values), 0),
-                largest < tf.cast(self.vocabulary_size, unsigned),
-            ),
-            [
-                "DynamicMLMMasking received token ids outside "
-                f"[0, vocabulary_size={self.vocabulary_size}): min id",
-                tf.reduce_min(values),
-                "max id",
-                tf.reduce_max(values),
-            ],
-            summarize=1,
+        # Negative ids become huge unsigned ones; an empty tensor gives 0.
+        in_range = tf.reduce_max(tf.bitcast(values, unsigned)) < tf.cast(
+            self.vocabulary_size, unsigned
         )
+
+        def raise_out_of_range():
+            check = tf.debugging.Assert(
+                False,
+                [
+                    "DynamicMLMMasking received token ids outside "
+                    f"[0, vocabulary_size={self.vocabulary_size}): min id",
+                    tf.reduce_min(values),
+                    "max id",
+                    tf.reduce_max(values),
+                ],
+                summarize=1,
+            )
+            with tf.control_dependencies([check]):
+                return tf.identity(values)
+
+        return tf.cond(in_range, lambda: values, raise_out_of_range)
 
     # Masking.
 
