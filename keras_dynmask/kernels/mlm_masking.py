@@ -333,22 +333,27 @@ def smallest_draws(candidates, draws, counts):
     return tf.logical_and(tf.logical_and(candidates, kept), (counts > 0)[:, None])
 
 
-def exact_selection(eligible, counts, seed):
+def exact_selection(eligible, counts, seed, eligible_count=None):
     """Selects a uniformly random `counts[b]` of each row's eligible tokens.
 
     The selected tokens are those with the smallest of one uniform 32-bit
     draw each. Only tokens below a per-row threshold set a few standard
     deviations above the needed quantile are ranked; if any row has too few
     of them, the whole batch is ranked instead (same result, more time).
+    `eligible_count` (int32 `[B]`), when the caller has it, saves a pass.
     """
     draws = uniform_bits(tf.shape(eligible), seed, 32)
-    eligible_count = tf.reduce_sum(tf.cast(eligible, tf.float64), axis=1)
+    if eligible_count is None:
+        eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    eligible_count = tf.cast(eligible_count, tf.float64)
     needed = tf.cast(counts, tf.float64)
     spread = tf.sqrt(needed * tf.maximum(1.0 - needed / tf.maximum(eligible_count, 1.0), 0.0))
     quantile = (needed + CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS) / (
         tf.maximum(eligible_count, 1.0)
     )
-    threshold = tf.cast(tf.minimum(quantile * 2.0**32, 2.0**32 - 1), tf.uint32)
+    threshold = tf.cast(
+        tf.clip_by_value(quantile * 2.0**32, 0.0, 2.0**32 - 1), tf.uint32
+    )
     candidates = tf.logical_and(eligible, draws <= threshold[:, None])
     enough = tf.reduce_all(
         tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1) >= counts
@@ -360,9 +365,10 @@ def exact_selection(eligible, counts, seed):
     )
 
 
-def exact_counts(eligible, mask_rate, max_predictions):
+def exact_counts(eligible, mask_rate, max_predictions, eligible_count=None):
     """`round(mask_rate * eligible)` per row, at least 1 when any eligible."""
-    eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    if eligible_count is None:
+        eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
     counts = tf.cast(
         tf.round(mask_rate * tf.cast(eligible_count, tf.float32)), tf.int32
     )
@@ -403,8 +409,11 @@ def select_and_corrupt(token_ids, seed, plan, valid=None):
             selected = cap_selections(selected, plan.max_predictions, rank_seed)
         action_values = draws
     else:
-        counts = exact_counts(eligible, plan.mask_rate, plan.max_predictions)
-        selected = exact_selection(eligible, counts, rank_seed)
+        eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+        counts = exact_counts(
+            eligible, plan.mask_rate, plan.max_predictions, eligible_count
+        )
+        selected = exact_selection(eligible, counts, rank_seed, eligible_count)
         bits, thresholds = choose_thresholds(plan.action_probabilities(1.0))
         action_seed = tf.random.experimental.stateless_fold_in(rank_seed, 1)
         action_values = uniform_bits(shape, action_seed, bits)
