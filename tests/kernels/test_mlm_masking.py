@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
 from keras_dynmask.kernels import mlm_masking as K
 
 DTYPES = [tf.int32, tf.int64]
@@ -40,16 +41,6 @@ def seed(a, b=0):
     return tf.constant([a, b], tf.int64)
 
 
-def normal_upper_quantile(p):
-    """z with P(Z > z) = p for a standard normal Z (bisection on erfc)."""
-    low, high = 0.0, 40.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        if 0.5 * math.erfc(mid / math.sqrt(2)) > p:
-            low = mid
-        else:
-            high = mid
-    return high
 
 
 def relative_errors(probabilities, bits):
@@ -272,12 +263,6 @@ def test_uniform_bits_are_uniform(bits):
     assert (values != other).mean() > 0.99
 
 
-def chi2_critical(df, p=1e-6):
-    """Upper-p critical value of chi-square(df) (Wilson-Hilferty; exact for df=2)."""
-    if df == 2:
-        return -2 * math.log(p)
-    z = normal_upper_quantile(p)
-    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
 
 # apply_actions
