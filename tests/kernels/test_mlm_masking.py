@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
+from distribution_bounds import chi2_critical, normal_upper_quantile
 from keras_dynmask.kernels import mlm_masking as K
 
 DTYPES = [tf.int32, tf.int64]
