@@ -24,7 +24,7 @@ training loss per epoch) and `history.json` (every number of every run).
 
 Run: `python examples/static_vs_dynamic.py [--quick] [--seeds N]
 [--epochs N] [--text-files GLOB | --tfds NAME] [--output DIR]`.
-The defaults take about 25 minutes on 2 CPU cores; `--quick` under 2.
+The defaults took 18 minutes on 2 CPU cores; `--quick` about 1.
 """
 
 import argparse
