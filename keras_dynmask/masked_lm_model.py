@@ -121,6 +121,33 @@ class MaskedLMModel(keras.Model):
     def call(self, inputs, training=None):
         return self.backbone(inputs, training=training)
 
+    @staticmethod
+    def _labels_or_ids(x, y):
+        """`y`, or the ids of `x` where Keras passes the raw batch's `y=None`.
+
+        `train_step`/`test_step` always hand labels on; only Keras's
+        symbolic build (run under a distribution strategy before the first
+        step) calls the loss and metrics with the unmasked batch, and the
+        ids have the labels' shape and dtype.
+        """
+        if y is not None:
+            return y
+        return x["token_ids"] if isinstance(x, dict) else x
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(
+            x=x,
+            y=self._labels_or_ids(x, y),
+            y_pred=y_pred,
+            sample_weight=sample_weight,
+            training=training,
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(
+            x, self._labels_or_ids(x, y), y_pred, sample_weight=sample_weight
+        )
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:

@@ -201,18 +201,6 @@ def test_fit_draws_different_masks_per_replica_and_trains(mirrored):
     check_fit(mirrored, "sequential")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known bug, not in the masking layer: MaskedLMModel.fit(ids) (no "
-        "labels) under MirroredStrategy raises 'ValueError: None values not "
-        "supported.' Keras 3.15's TF trainer builds the compiled loss "
-        "symbolically from the raw batch when a strategy is set "
-        "(trainer._maybe_symbolic_build -> _symbolic_build -> compute_loss "
-        "with y=None) before MaskedLMModel.train_step can make the labels; "
-        "a plain keras.Model fed x only fails the same way."
-    ),
-)
 def test_masked_lm_model_fit_under_mirrored_strategy(mirrored):
     assert "mlm_error" not in mirrored, mirrored.get("mlm_error")
     check_fit(mirrored, "mlm")
