@@ -61,6 +61,15 @@ def pairs(dataset):
     return found
 
 
+def is_alive(pid):
+    """True if process `pid` exists and is not a zombie (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def processes_mentioning(text):
     """PIDs of live processes whose command line contains `text` (Linux)."""
     found = []
@@ -70,11 +79,9 @@ def processes_mentioning(text):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        if text in cmdline and is_alive(entry):
             found.append(int(entry))
     return found
 
@@ -377,3 +384,44 @@ def test_cluster_arguments_are_validated():
         LocalDataService(start_timeout_s=0)
     with pytest.raises(ValueError, match="import_modules='tensorflow_text'"):
         LocalDataService(import_modules="tensorflow_text")
+
+
+def test_example_trains_on_worker_masks_and_leaves_no_process(tmp_path):
+    words = np.array(
+        "the a of to in is for on with as by an be this that from it or are "
+        "value list file path name return string object module class data "
+        "error type number default function argument call read write open "
+        "close line text byte index key item set get new old first last".split()
+    )
+    picks = np.random.RandomState(0).randint(0, len(words), size=(300, 12))
+    text = "\n\n".join(" ".join(words[row]) + "." for row in picks)
+    (tmp_path / "corpus.txt").write_text(text)
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tf_data_service.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            example,
+            "--text-files",
+            str(tmp_path / "*.txt"),
+            "--workers",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--sequence-length",
+            "24",
+            "--vocabulary-size",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert "stopped: 3 of 3 server processes exited" in result.stdout
+    assert "trained 2 epochs" in result.stdout
+    pids_line = next(line for line in result.stdout.splitlines() if "(pids [" in line)
+    pids = [int(p) for p in pids_line.split("(pids [")[1].rstrip("])").split(",")]
+    assert len(pids) == 3 and not [pid for pid in pids if is_alive(pid)]
