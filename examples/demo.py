@@ -1,66 +1,81 @@
-"""`make demo`: learn a WordPiece vocabulary from Python's own docstrings and
-tokenize a few sentences in-graph (grows into the end-to-end job)."""
+"""`make demo`: pre-train a masked LM with dynamic masking, serve it, query it.
 
-import ast
-import pathlib
-import sysconfig
+1. `examples/pretrain_mlm.py` with its defaults: learns a WordPiece
+   vocabulary from the Python standard library's docstrings (no download),
+   trains a small Transformer encoder with `DynamicMLMMasking` in `tf.data`,
+   reports held-out loss and accuracy, and exports a SavedModel to
+   `saved_models/mlm_encoder/1/`;
+2. loads that SavedModel with plain TensorFlow (`tf.saved_model.load`, as
+   `examples/serving_client.py` does: no Keras, no keras_dynmask) and asks
+   it to fill in the `[MASK]`s of three sentences;
+3. calls the export's `mask` signature, the served dynamic masking.
 
-import tensorflow as tf
-import tensorflow_text as tf_text
-from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
+Every flag of `pretrain_mlm.py` works here too, e.g.
+`python examples/demo.py --epochs 2` or `--text-files "notes/*.txt"`.
+"""
 
-RESERVED = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+import sys
+import time
 
+import numpy as np
 
-def docstrings(limit=40):
-    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
-    texts = []
-    for path in sorted(stdlib.glob("*.py"))[:limit]:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    texts.append(" ".join(doc.split()))
-    return texts
+import pretrain_mlm
+import serving_client
+
+QUERIES = [
+    "Return the [MASK] of the list.",
+    "If the file does not [MASK], raise an error.",
+    "This [MASK] is deprecated; use the new one instead.",
+]
 
 
-def main():
-    texts = docstrings()
-    print(f"{len(texts)} docstrings from the standard library")
-    params = dict(lower_case=True)
-    vocab = bert_vocab_from_dataset.bert_vocab_from_dataset(
-        tf.data.Dataset.from_tensor_slices(texts).batch(256),
-        vocab_size=2000,
-        reserved_tokens=RESERVED,
-        bert_tokenizer_params=params,
-        learn_params={},
+def show_masking(loaded, vocabulary, text):
+    """Prints what the served `mask` signature does to one text."""
+    fresh = [serving_client.mask(loaded, [text]) for _ in range(2)]
+    seeded = [serving_client.mask(loaded, [text], seed=(7, 42)) for _ in range(2)]
+    print(f"\nServed dynamic masking of {text!r} (selected tokens marked *):")
+    for name, out in (("call 1", fresh[0]), ("call 2", fresh[1]), ("seed (7, 42)", seeded[0])):
+        marked = [
+            vocabulary[i] + ("*" if selected else "")
+            for i, selected, real in zip(
+                out["token_ids"][0], out["mask"][0], out["padding_mask"][0]
+            )
+            if real
+        ]
+        print(f"  {name:>12}: {' '.join(marked)}")
+    same = all(np.array_equal(seeded[0][k], seeded[1][k]) for k in seeded[0])
+    differ = not np.array_equal(fresh[0]["token_ids"], fresh[1]["token_ids"])
+    print(
+        f"  without a seed two calls differ: {differ}; "
+        f"with the same seed they are identical: {same}"
     )
-    print(f"vocabulary: {len(vocab)} wordpieces")
-    tokenizer = tf_text.BertTokenizer(
-        tf.lookup.StaticVocabularyTable(
-            tf.lookup.KeyValueTensorInitializer(
-                vocab, tf.range(len(vocab), dtype=tf.int64)
-            ),
-            num_oov_buckets=1,
-        ),
-        **params,
+
+
+def main(argv=None):
+    started = time.perf_counter()
+    args = pretrain_mlm.parse_args(argv)
+    try:
+        corpus = pretrain_mlm.load(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = pretrain_mlm.run(args, corpus)
+
+    print(f"\nFill-mask through the exported SavedModel ({result['export_dir']}),")
+    print("loaded with plain TensorFlow:\n")
+    loaded = serving_client.load(result["export_dir"])
+    for answer in serving_client.fill_mask(loaded, QUERIES):
+        print(serving_client.format_answer(answer))
+    show_masking(
+        loaded,
+        serving_client.vocabulary(result["export_dir"]),
+        "Return a new list with the items of the iterable in sorted order.",
     )
-    sentences = [
-        "Return the number of items in a container.",
-        "Raise ValueError if the argument is not a valid path.",
-        "Open the file and read its contents as a string.",
-    ]
-    ids = tokenizer.tokenize(sentences).merge_dims(-2, -1)
-    for sentence, row in zip(sentences, ids.to_list()):
-        pieces = [vocab[i] if i < len(vocab) else "[UNK]" for i in row]
-        print(sentence)
-        print("  ", " ".join(pieces))
-        print("  ", row)
+
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
+    print(f"\nmake demo finished in {time.perf_counter() - started:.0f}s ({stages})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

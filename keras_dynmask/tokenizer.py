@@ -49,11 +49,15 @@ class WordPieceTokenizer(tf.Module):
 
     Call arguments:
         texts: a `tf.string` scalar or `[B]` tensor (or Python strings).
+        pad_to_sequence_length: bool; `False` pads to the batch's longest
+            text only (still truncating at `sequence_length`).
 
     Returns:
         `__call__`: int32 ids `[CLS] wordpieces [SEP]` then `[PAD]`s, of
-        shape `[L]` or `[B, L]`, `L = sequence_length` or the batch's
-        longest; wordpieces past `sequence_length - 2` are dropped.
+        shape `[L]` or `[B, L]`, `L = sequence_length` (or the batch's
+        longest when `sequence_length` is `None` or
+        `pad_to_sequence_length=False`); wordpieces past
+        `sequence_length - 2` are dropped.
 
     Example:
 
@@ -296,7 +300,7 @@ class WordPieceTokenizer(tf.Module):
         ids = pieces.merge_dims(1, 2)
         return ids[0] if scalar else ids
 
-    def __call__(self, texts):
+    def __call__(self, texts, pad_to_sequence_length=True):
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         scalar = texts.shape.rank == 0
         ids = self.tokenize(texts[None] if scalar else texts)
@@ -306,7 +310,7 @@ class WordPieceTokenizer(tf.Module):
         cls = tf.fill([rows, 1], self.cls_id)
         sep = tf.fill([rows, 1], self.sep_id)
         ids = tf.concat([cls, ids, sep], axis=1)
-        width = self.sequence_length
+        width = self.sequence_length if pad_to_sequence_length else None
         dense = ids.to_tensor(default_value=self.pad_id, shape=[None, width])
         return dense[0] if scalar else dense
 

@@ -234,7 +234,12 @@ def load_text_files(
     3
     """
     _check_common(validation_fraction, max_words, max_passages)
-    patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else pattern
+    if isinstance(pattern, (str, os.PathLike)):
+        patterns = [pattern]
+    elif isinstance(pattern, (list, tuple)):
+        patterns = list(pattern)
+    else:
+        patterns = []
     if not patterns or not all(isinstance(p, (str, os.PathLike)) for p in patterns):
         raise ValueError(
             "`pattern` must be a glob pattern or a list of them. "
@@ -318,9 +323,9 @@ def load_tfds(
     feature = _text_feature(builder, name)
     if download:
         builder.download_and_prepare()
-    splits = list(builder.info.splits)
-    if not splits:
-        raise ValueError(f"The data set {name!r} has no splits prepared")
+    # Without split metadata (e.g. under `tfds.testing.mock_data`), read
+    # "train" and split it by hash.
+    splits = list(builder.info.splits) or ["train"]
     train_split = "train" if "train" in splits else splits[0]
     held_out = next(
         (s for s in ("validation", "valid", "dev", "test") if s in splits), None
@@ -384,6 +389,20 @@ def _docstrings(path):
             if doc:
                 docs.append(doc)
     return docs
+
+
+def _text_feature(builder, name):
+    """The key of a data set's string feature (`"text"` among several)."""
+    import tensorflow_datasets as tfds
+
+    features = builder.info.features
+    keys = [k for k, f in features.items() if isinstance(f, tfds.features.Text)]
+    if not keys:
+        raise ValueError(
+            f"The data set {name!r} has no text feature (--tfds); its "
+            f"features are {sorted(features.keys())}"
+        )
+    return "text" if "text" in keys else keys[0]
 
 
 def _read_text_file(path):

@@ -1,0 +1,644 @@
+"""Pre-train a small BERT-style masked LM with dynamic masking; export it.
+
+The whole job, raw text to a served model:
+
+1. a corpus (default: the Python standard library's docstrings, no
+   download; or `--text-files GLOB`, or `--tfds NAME`), split train /
+   validation;
+2. a WordPiece vocabulary learned from the training split, and an in-graph
+   tokenizer (`keras_dynmask.tokenizer.WordPieceTokenizer`);
+3. a `tf.data` pipeline: tokenize, pack passages into fixed-length
+   sequences, and mask every batch afresh with `DynamicMLMMasking`
+   (`keras_dynmask.data.mask_dataset`: different masks each epoch,
+   reproducible with `--seed`);
+4. a small Transformer encoder (plain Keras layers, attention masked with
+   `PaddingMask`) trained with `model.fit`, the loss taken at the masked
+   positions only; held-out loss and accuracy on a fixed masking of the
+   validation split;
+5. a SavedModel in TF Serving's layout, `<output>/<version>/`, whose
+   signatures take raw strings:
+   - `serving_default`: text with `[MASK]`s -> the top-k tokens and their
+     probabilities at each `[MASK]`;
+   - `mask`: text (and an optional seed) -> dynamically masked ids, labels
+     and the selection, for pipelines outside Python.
+
+The export loads with plain TensorFlow (`tf.saved_model.load`, after
+`import tensorflow_text` for its ops); `keras_dynmask` is not needed.
+
+Run: `python examples/pretrain_mlm.py [--epochs N] [--seed S]
+[--text-files GLOB | --tfds NAME] [--output DIR]`.
+"""
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_dynmask import DynamicMLMMasking
+from keras_dynmask import PaddingMask
+from keras_dynmask.data import load_corpus
+from keras_dynmask.data import mask_dataset
+from keras_dynmask.tokenizer import WordPieceTokenizer
+
+import transformer_blocks
+
+DEFAULT_OUTPUT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "saved_models",
+    "mlm_encoder",
+)
+IGNORE_INDEX = -100
+
+
+def parse_args(argv=None):
+    """Command-line flags; the defaults are the `make demo` job.
+
+    Args:
+        argv: list of str, or `None` for `sys.argv[1:]`.
+
+    Returns:
+        An `argparse.Namespace`.
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
+    source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help="model directory; the SavedModel goes to OUTPUT/VERSION",
+    )
+    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--vocabulary-size", type=int, default=4000)
+    parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--hidden-dim", type=int, default=128)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--intermediate-dim", type=int, default=512)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--mask-rate", type=float, default=0.15)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--max-passages",
+        type=int,
+        default=None,
+        help="use at most this many passages of the corpus",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="cap on training steps per epoch (default: one pass)",
+    )
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "vocabulary_size", "batch_size", "top_k", "version"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.sequence_length < 8:
+        parser.error("--sequence-length must be >= 8")
+    return args
+
+
+# Data.
+
+
+def packed_dataset(
+    texts, tokenizer, sequence_length, batch_size, shuffle_seed=None, drop_remainder=True
+):
+    """Raw passages -> batches of packed `[CLS] ... [SEP]` token ids.
+
+    Passages are tokenized in-graph, joined by `[SEP]`, and cut into rows of
+    `sequence_length` ids (RoBERTa's "full sentences" packing: no padding,
+    no wasted compute). With `shuffle_seed` the passages are reshuffled on
+    every pass, so every epoch packs them differently.
+
+    Args:
+        texts: a `tf.data.Dataset` of scalar strings.
+        tokenizer: a `WordPieceTokenizer`.
+        sequence_length: int, ids per row.
+        batch_size: int, rows per batch.
+        shuffle_seed: `None` (keep order) or int.
+        drop_remainder: whether to drop the last, smaller batch.
+
+    Returns:
+        `(dataset, steps)`: a `tf.data.Dataset` of int32 `[B,
+        sequence_length]` batches and the number of batches in one pass.
+    """
+    passages = int(texts.cardinality())
+    if shuffle_seed is not None:
+        texts = texts.shuffle(passages, seed=shuffle_seed, reshuffle_each_iteration=True)
+    sep = tokenizer.sep_id
+
+    def tokenize(batch):
+        ids = tokenizer.tokenize(batch)
+        ids = tf.concat([ids, tf.fill([ids.nrows(), 1], sep)], axis=1)
+        return ids.flat_values
+
+    stream = texts.batch(1024).map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    total = sum(int(tf.size(ids)) for ids in stream)
+    body = sequence_length - 2
+    rows = total // body
+    steps = rows // batch_size if drop_remainder else -(-rows // batch_size)
+    if steps < 1:
+        raise ValueError(
+            f"Too little text: {total} tokens make {rows} rows of "
+            f"{sequence_length}, fewer than one batch of {batch_size} "
+            "(lower --batch-size or --sequence-length, or add text)"
+        )
+
+    def frame(rows):
+        count = tf.shape(rows)[0]
+        return tf.concat(
+            [
+                tf.fill([count, 1], tokenizer.cls_id),
+                rows,
+                tf.fill([count, 1], tokenizer.sep_id),
+            ],
+            axis=1,
+        )
+
+    ds = (
+        stream.unbatch()
+        .batch(body, drop_remainder=True)
+        .batch(batch_size, drop_remainder=drop_remainder)
+        .map(frame)
+        .apply(tf.data.experimental.assert_cardinality(steps))
+    )
+    return ds, steps
+
+
+def max_predictions_for(sequence_length, mask_rate):
+    """Masked positions per packed sequence: `ceil(mask_rate * (T - 2))`."""
+    return max(1, math.ceil(mask_rate * (sequence_length - 2)))
+
+
+def make_masker(tokenizer, sequence_length, mask_rate=0.15, seed=None):
+    """The `DynamicMLMMasking` layer for this tokenizer's ids.
+
+    `selection="exact"` masks `round(mask_rate * eligible)` tokens of each
+    sequence, and `max_predictions` lists their positions (keras-hub's
+    `mask_positions`, `mask_ids`, `mask_weights`), which the model uses to
+    predict at those positions only. `[CLS]`, `[SEP]` and `[UNK]` are never
+    selected nor drawn as random replacements; `[PAD]` is padding.
+
+    Args:
+        tokenizer: a `WordPieceTokenizer`.
+        sequence_length: int, the length of the training sequences.
+        mask_rate: float, share of tokens selected.
+        seed: `None` or int, the layer's constructor seed.
+
+    Returns:
+        A `DynamicMLMMasking` in `"dict"` mode.
+    """
+    return DynamicMLMMasking(
+        vocabulary_size=tokenizer.vocabulary_size,
+        mask_token_id=tokenizer.mask_id,
+        mask_rate=mask_rate,
+        special_token_ids=[tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id],
+        pad_token_id=tokenizer.pad_id,
+        selection="exact",
+        max_predictions=max_predictions_for(sequence_length, mask_rate),
+        output_mode="dict",
+        ignore_index=IGNORE_INDEX,
+        seed=seed,
+    )
+
+
+def fixed_masking(dataset, masker, seed):
+    """Masks each batch once with a seed keyed by its index, then caches.
+
+    The held-out batches see the same masks at every evaluation, so the
+    validation numbers of successive epochs compare.
+
+    Args:
+        dataset: batches of ids.
+        masker: from `make_masker`.
+        seed: int.
+
+    Returns:
+        A cached `tf.data.Dataset` of `(x, y, sample_weight)`.
+    """
+
+    def mask(index, ids):
+        key = tf.stack([tf.constant(seed, tf.int64), index])
+        return for_fit(masker(ids, training=True, seed=key))
+
+    return dataset.enumerate().map(mask).cache()
+
+
+# Model.
+
+
+def build_backbone(
+    vocabulary_size,
+    sequence_length,
+    hidden_dim=128,
+    num_layers=2,
+    num_heads=4,
+    intermediate_dim=512,
+    dropout=0.0,
+    pad_token_id=0,
+):
+    """A small BERT-like encoder: ids -> contextual hidden states.
+
+    Padding is kept out of attention by `PaddingMask`, computed from the
+    ids of each batch at its own length.
+
+    Args:
+        vocabulary_size: int.
+        sequence_length: int, the longest input.
+        hidden_dim, num_layers, num_heads, intermediate_dim: model size.
+        dropout: float.
+        pad_token_id: int, ids never attended to.
+
+    Returns:
+        A `keras.Model` mapping int32 `[B, T]` ids to float32
+        `[B, T, hidden_dim]`.
+    """
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    attention_mask = PaddingMask(
+        pad_token_id=pad_token_id, output_mode="attention", name="attention_mask"
+    )(token_ids)
+    x = transformer_blocks.embed(
+        token_ids, vocabulary_size, sequence_length, hidden_dim, dropout, "embedding"
+    )
+    for i in range(num_layers):
+        x = transformer_blocks.transformer_block(
+            x, attention_mask, num_heads, intermediate_dim, dropout, f"block_{i}"
+        )
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    return keras.Model(token_ids, x, name="encoder")
+
+
+def build_mlm_head(hidden_dim, vocabulary_size):
+    """The masked-LM head: hidden states `[B, P, dim]` -> logits `[B, P, V]`."""
+    hidden = keras.Input((None, hidden_dim), name="hidden")
+    x = keras.layers.Dense(hidden_dim, activation="gelu", name="mlm_transform")(hidden)
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="mlm_norm")(x)
+    logits = keras.layers.Dense(vocabulary_size, name="mlm_logits")(x)
+    return keras.Model(hidden, logits, name="mlm_head")
+
+
+def build_mlm_model(backbone, head, max_predictions):
+    """The pre-training model: logits at the masked positions only.
+
+    It takes what `DynamicMLMMasking(output_mode="dict", max_predictions=P)`
+    gives (keras-hub's `mask_positions` convention), so the vocabulary
+    projection, the largest matrix product, runs on the `P` masked
+    positions of a sequence instead of all `T`.
+
+    Args:
+        backbone: from `build_backbone`.
+        head: from `build_mlm_head`.
+        max_predictions: int, `P`.
+
+    Returns:
+        A `keras.Model` taking `{"token_ids": [B, T], "mask_positions":
+        [B, P]}` and returning logits `[B, P, vocabulary_size]`.
+    """
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    positions = keras.Input((max_predictions,), dtype="int32", name="mask_positions")
+    hidden = transformer_blocks.GatherPositions(name="masked_hidden")(
+        backbone(token_ids), positions
+    )
+    logits = head(hidden)
+    return keras.Model(
+        {"token_ids": token_ids, "mask_positions": positions}, logits, name="mlm"
+    )
+
+
+def for_fit(masked):
+    """`DynamicMLMMasking` "dict" output -> `(x, y, sample_weight)`."""
+    x = {"token_ids": masked["token_ids"], "mask_positions": masked["mask_positions"]}
+    return x, masked["mask_ids"], masked["mask_weights"]
+
+
+def compile_model(model, learning_rate, total_steps):
+    """AdamW with warm-up and cosine decay; loss at the masked positions.
+
+    `reduction="mean_with_sample_weight"` divides by the number of masked
+    tokens (padding predictions weigh 0), so the loss is the mean
+    cross-entropy per masked token.
+    """
+    warmup = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup),
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+        alpha=0.1,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+# Serving.
+
+
+def fill_mask(backbone, head, tokenizer, texts, top_k):
+    """Top-k predictions at each `[MASK]`: the graph the export serves.
+
+    Args:
+        backbone: the trained encoder (ids -> hidden states).
+        head: the trained masked-LM head.
+        tokenizer: a `WordPieceTokenizer`.
+        texts: `tf.string` `[B]`.
+        top_k: int.
+
+    Returns:
+        A dict: `"tokens"` string `[B, M, k]`, `"scores"` float32
+        probabilities `[B, M, k]`, `"token_ids"` int32 `[B, M, k]`,
+        `"mask_positions"` int32 `[B, M]` (index in the tokenized text,
+        -1 where a text has fewer than `M` masks), `"num_masks"` int32
+        `[B]`, `"filled"` string `[B]` (the text with each `[MASK]` replaced
+        by its top prediction, as wordpieces joined back into words). `M` is
+        the largest number of `[MASK]`s in a text of the batch; texts
+        longer than the model's `sequence_length` are truncated.
+    """
+    ids = tokenizer(texts, pad_to_sequence_length=False)
+    hidden = backbone(ids, training=False)
+    is_mask = tf.equal(ids, tokenizer.mask_id)
+    where = tf.where(is_mask)  # [K, 2]: rows ascending, then positions.
+    logits = head(tf.gather_nd(hidden, where)[None], training=False)[0]
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    scores, top_ids = tf.math.top_k(probabilities, k=top_k)
+    row = where[:, 0]
+    rows = tf.shape(ids, out_type=tf.int64)[0]
+
+    def per_text(values, default):
+        ragged = tf.RaggedTensor.from_value_rowids(values, row, nrows=rows)
+        return ragged.to_tensor(default_value=default)
+
+    best = tf.tensor_scatter_nd_update(ids, where, top_ids[:, 0])
+    return {
+        "tokens": per_text(tokenizer.id_to_token(top_ids), ""),
+        "scores": per_text(scores, 0.0),
+        "token_ids": per_text(top_ids, -1),
+        "mask_positions": per_text(tf.cast(where[:, 1], tf.int32), -1),
+        "num_masks": tf.reduce_sum(tf.cast(is_mask, tf.int32), axis=1),
+        "filled": tokenizer.detokenize(best),
+    }
+
+
+def serve_mask(masker, tokenizer, texts, seed):
+    """The `mask` signature: tokenize, then mask dynamically.
+
+    Args:
+        masker: a `DynamicMLMMasking` in `"dict"` mode.
+        tokenizer: a `WordPieceTokenizer`.
+        texts: `tf.string` `[B]`.
+        seed: int64 `[0]` (fresh masks on every call) or `[2]` (masks a pure
+            function of the texts and the seed).
+
+    Returns:
+        A dict of `[B, T]` tensors: `"token_ids"` (masked ids), `"labels"`
+        (the original id where selected, -100 elsewhere), `"mask"` (bool
+        selection) and `"padding_mask"` (bool, True at real tokens); and of
+        `[B, P]` tensors in keras-hub's layout: `"mask_positions"`,
+        `"mask_ids"`, `"mask_weights"`.
+    """
+    ids = tokenizer(texts, pad_to_sequence_length=False)
+    seeded = tf.greater_equal(tf.size(seed), 2)
+    out = tf.cond(
+        seeded,
+        lambda: masker(ids, training=True, seed=tf.reshape(seed, [-1])[:2]),
+        lambda: masker(ids, training=True),
+    )
+    return {
+        "token_ids": out["token_ids"],
+        "labels": out["labels"],
+        "mask": out["mask"],
+        "padding_mask": tf.not_equal(ids, tokenizer.pad_id),
+        "mask_positions": out["mask_positions"],
+        "mask_ids": out["mask_ids"],
+        "mask_weights": out["mask_weights"],
+    }
+
+
+def export_for_serving(backbone, head, tokenizer, masker, directory, top_k=5):
+    """Writes the SavedModel with the `serving_default` and `mask` signatures.
+
+    The SavedModel is written to a temporary folder beside `directory` and
+    moved into place when complete, so `directory` never holds a partial
+    export (TF Serving watches these folders). The vocabulary is written to
+    `assets.extra/vocab.txt` for clients that want to decode ids.
+
+    Args:
+        backbone: the trained encoder.
+        head: the trained masked-LM head.
+        tokenizer: its `WordPieceTokenizer`.
+        masker: from `make_masker`.
+        directory: the version folder, e.g. `saved_models/mlm_encoder/1`.
+        top_k: int, predictions per `[MASK]`.
+
+    Returns:
+        `directory`.
+    """
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(backbone)
+        archive.track(head)
+        archive.track(masker)
+        archive.add_endpoint(
+            "serving_default",
+            lambda text: fill_mask(backbone, head, tokenizer, text, top_k),
+            input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+        )
+
+        def mask(text, seed=tf.constant([], tf.int64)):
+            return serve_mask(masker, tokenizer, text, seed)
+
+        archive.add_endpoint(
+            "mask",
+            mask,
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="text"),
+                tf.TensorSpec([None], tf.int64, name="seed"),
+            ],
+        )
+        archive.write_out(os.path.join(staging, "model"), verbose=False)
+        extra = os.path.join(staging, "model", "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        tokenizer.save_vocabulary(os.path.join(extra, "vocab.txt"))
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(os.path.join(staging, "model"), directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+# The job.
+
+
+def load(args):
+    """The corpus the flags name (raises before anything is written)."""
+    return load_corpus(
+        text_files=args.text_files,
+        tfds=args.tfds,
+        max_words=args.sequence_length // 2,
+        max_passages=args.max_passages,
+    )
+
+
+def run(args, corpus=None):
+    """Loads, trains, evaluates and exports; returns what it made.
+
+    Args:
+        args: the `parse_args()` namespace.
+        corpus: a `Corpus`, or `None` to load the one `args` names.
+
+    Returns:
+        A dict with `"model"` (the pre-training model), `"backbone"`,
+        `"head"`, `"tokenizer"`, `"history"`, `"evaluation"`
+        (held-out loss, accuracy and perplexity), `"export_dir"` and
+        `"seconds"` (time per stage).
+    """
+    seconds = {}
+    start = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    # Everything is read and checked before anything is written.
+    corpus = corpus or load(args)
+    print(corpus)
+    seconds["corpus"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tokenizer = WordPieceTokenizer.learn(
+        corpus.dataset("train"),
+        vocabulary_size=args.vocabulary_size,
+        sequence_length=args.sequence_length,
+    )
+    print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
+    train_ids, steps = packed_dataset(
+        corpus.dataset("train"),
+        tokenizer,
+        args.sequence_length,
+        args.batch_size,
+        shuffle_seed=args.seed,
+    )
+    validation_ids, validation_steps = packed_dataset(
+        corpus.dataset("validation"),
+        tokenizer,
+        args.sequence_length,
+        args.batch_size,
+        drop_remainder=False,
+    )
+    seconds["tokenizer"] = time.perf_counter() - start
+
+    masker = make_masker(tokenizer, args.sequence_length, args.mask_rate)
+    train = mask_dataset(train_ids, masker, seed=args.seed).map(for_fit)
+    if args.steps_per_epoch:
+        steps = min(steps, args.steps_per_epoch)
+        train = train.take(steps)
+    # Keep the count visible to Keras (progress bars with a total).
+    train = train.apply(tf.data.experimental.assert_cardinality(steps))
+    train = train.prefetch(tf.data.AUTOTUNE)
+    validation = fixed_masking(validation_ids, masker, args.seed + 1).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+    backbone = build_backbone(
+        tokenizer.vocabulary_size,
+        args.sequence_length,
+        args.hidden_dim,
+        args.num_layers,
+        args.num_heads,
+        args.intermediate_dim,
+        args.dropout,
+        tokenizer.pad_id,
+    )
+    head = build_mlm_head(args.hidden_dim, tokenizer.vocabulary_size)
+    model = build_mlm_model(backbone, head, masker.max_predictions)
+    compile_model(model, args.learning_rate, steps * args.epochs)
+    print(
+        f"Encoder: {model.count_params():,} parameters; {steps} steps of "
+        f"{args.batch_size}x{args.sequence_length} tokens per epoch "
+        f"({masker.max_predictions} masked per sequence), "
+        f"{validation_steps} held-out batches"
+    )
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        epochs=args.epochs,
+        validation_data=validation,
+        shuffle=False,  # The pipeline shuffles the passages itself.
+        verbose=args.verbose,
+    )
+    seconds["train"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    loss, accuracy = model.evaluate(validation, verbose=0)
+    evaluation = {
+        "loss": float(loss),
+        "accuracy": float(accuracy),
+        "perplexity": float(math.exp(min(loss, 50.0))),
+    }
+    print(
+        "Held-out masked LM (fixed masking): loss {loss:.3f}, accuracy "
+        "{accuracy:.3f}, perplexity {perplexity:.1f}".format(**evaluation)
+    )
+    seconds["evaluate"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    export_dir = export_for_serving(
+        backbone,
+        head,
+        tokenizer,
+        make_masker(tokenizer, args.sequence_length, args.mask_rate),
+        os.path.join(args.output, str(args.version)),
+        args.top_k,
+    )
+    seconds["export"] = time.perf_counter() - start
+    print(f"Exported the SavedModel to {export_dir}")
+    return {
+        "model": model,
+        "backbone": backbone,
+        "head": head,
+        "tokenizer": tokenizer,
+        "history": history.history,
+        "evaluation": evaluation,
+        "export_dir": export_dir,
+        "seconds": seconds,
+    }
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        corpus = load(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = run(args, corpus)
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
+    print(f"Done in {time.perf_counter() - started:.0f}s ({stages})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

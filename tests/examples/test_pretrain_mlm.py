@@ -1,0 +1,212 @@
+"""End-to-end test of examples/pretrain_mlm.py and its SavedModel export."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pretrain_mlm
+
+TEXTS = [
+    "Return the [MASK] of the list.",
+    "No mask in this one.",
+    "The [MASK] is closed; [MASK] it again before [MASK].",
+]
+LONG_TEXT = (
+    "Return a new list containing all items from the iterable in ascending "
+    "order, with a custom key function to customize the sort order."
+)
+
+# Runs in a fresh interpreter that cannot import keras_dynmask nor the
+# example code: only tensorflow and tensorflow_text serve the export.
+SERVE = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    BLOCKED = ("keras_dynmask", "pretrain_mlm", "transformer_blocks", "serving_client")
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(name + " is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, Blocked())
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    export_dir, texts, long_text = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    loaded = tf.saved_model.load(export_dir)
+    fill = loaded.signatures["serving_default"](text=tf.constant(texts))
+    mask = loaded.signatures["mask"]
+    batch = tf.constant([long_text, "short text"])
+    none = tf.constant([], tf.int64)
+    seed = tf.constant([7, 42], tf.int64)
+    calls = {
+        "fresh_1": mask(text=batch, seed=none),
+        "fresh_2": mask(text=batch, seed=none),
+        "seeded_1": mask(text=batch, seed=seed),
+        "seeded_2": mask(text=batch, seed=seed),
+        "default_1": loaded.mask(batch),
+        "default_2": loaded.mask(batch),
+    }
+
+    def plain(outputs):
+        return {k: v.numpy().tolist() for k, v in outputs.items()}
+
+    print(json.dumps({
+        "fill": plain(fill),
+        "mask": {name: plain(out) for name, out in calls.items()},
+        "modules": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
+    }, default=bytes.decode))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_flags):
+    output = tmp_path_factory.mktemp("saved_models") / "mlm_encoder"
+    args = pretrain_mlm.parse_args(tiny_flags + ["--output", str(output), "--top-k", "3"])
+    return pretrain_mlm.run(args)
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    completed = subprocess.run(
+        [sys.executable, "-c", SERVE, trained["export_dir"], json.dumps(TEXTS), LONG_TEXT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(trained["export_dir"]),
+        env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_trains_evaluates_and_writes_tf_serving_layout(trained):
+    history = trained["history"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history[key]) == 1 and np.isfinite(history[key][0])
+    evaluation = trained["evaluation"]
+    assert np.isfinite(evaluation["loss"]) and 0 <= evaluation["accuracy"] <= 1
+    export_dir = trained["export_dir"]
+    assert os.path.basename(export_dir) == "1"
+    assert os.path.isfile(os.path.join(export_dir, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(export_dir, "variables"))
+    vocab = os.path.join(export_dir, "assets.extra", "vocab.txt")
+    with open(vocab, encoding="utf-8") as handle:
+        assert handle.read().split("\n")[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # Only the version folder: no staging folder left behind.
+    assert os.listdir(os.path.dirname(export_dir)) == ["1"]
+
+
+def test_served_in_a_process_without_keras_dynmask(served):
+    assert served["modules"] == []
+
+
+def test_fill_mask_signature_shapes(served):
+    fill = served["fill"]
+    assert fill["num_masks"] == [1, 0, 3]
+    assert np.array(fill["tokens"]).shape == (3, 3, 3)
+    assert np.array(fill["scores"]).shape == (3, 3, 3)
+    assert np.array(fill["mask_positions"]).shape == (3, 3)
+    scores = np.array(fill["scores"])
+    assert np.all(np.diff(scores[2], axis=-1) <= 1e-7)  # best first
+    assert np.all(scores[1] == 0) and fill["tokens"][1][0] == ["", "", ""]
+    assert fill["mask_positions"][0] == [3, -1, -1]  # [CLS] return the [MASK]
+    assert fill["filled"][1] == "no mask in this one ."
+    assert "[MASK]" not in fill["filled"][0]
+
+
+def test_fill_mask_answers_equal_the_keras_model(trained, served):
+    tokenizer, model = trained["tokenizer"], trained["model"]
+    ids = tokenizer(TEXTS, pad_to_sequence_length=False).numpy()
+    width = model.input["mask_positions"].shape[1]
+    positions = np.zeros((len(TEXTS), width), "int32")
+    for row, text_ids in enumerate(ids):
+        where = np.flatnonzero(text_ids == tokenizer.mask_id)
+        positions[row, : len(where)] = where
+    logits = model.predict({"token_ids": ids, "mask_positions": positions}, verbose=0)
+    probabilities = tf.nn.softmax(logits).numpy()
+    fill = served["fill"]
+    for row, text_ids in enumerate(ids):
+        for m in range(int((text_ids == tokenizer.mask_id).sum())):
+            expected = np.argsort(-probabilities[row, m])[:3]
+            served_ids = fill["token_ids"][row][m]
+            np.testing.assert_allclose(
+                fill["scores"][row][m], probabilities[row, m, served_ids], atol=1e-5
+            )
+            np.testing.assert_allclose(
+                probabilities[row, m, served_ids], probabilities[row, m, expected], atol=1e-6
+            )
+            assert fill["tokens"][row][m] == [tokenizer.vocabulary[i] for i in served_ids]
+
+
+def test_mask_signature_seed_behaviour(trained, served):
+    calls = {k: {n: np.array(v) for n, v in out.items()} for k, out in served["mask"].items()}
+    tokenizer = trained["tokenizer"]
+    original = tokenizer([LONG_TEXT, "short text"], pad_to_sequence_length=False).numpy()
+    for out in calls.values():
+        assert out["token_ids"].shape == original.shape == out["labels"].shape
+        assert out["mask"].dtype == bool
+        np.testing.assert_array_equal(out["padding_mask"], original != 0)
+        selected = out["mask"]
+        assert selected[0].sum() >= 3 and selected[1].sum() >= 1
+        np.testing.assert_array_equal(out["labels"][selected], original[selected])
+        assert np.all(out["labels"][~selected] == -100)
+        np.testing.assert_array_equal(out["token_ids"][~selected], original[~selected])
+        assert not selected[original == tokenizer.cls_id].any()
+        positions = out["mask_positions"][0][out["mask_weights"][0] > 0]
+        np.testing.assert_array_equal(positions, np.flatnonzero(selected[0]))
+    for key in calls["seeded_1"]:
+        np.testing.assert_array_equal(calls["seeded_1"][key], calls["seeded_2"][key])
+    assert not np.array_equal(calls["fresh_1"]["mask"], calls["fresh_2"]["mask"])
+    assert not np.array_equal(calls["default_1"]["mask"], calls["default_2"]["mask"])
+
+
+def test_saved_model_cli_lists_both_signatures(trained):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    completed = subprocess.run(
+        [cli, "show", "--all", "--dir", trained["export_dir"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    assert "signature_def['serving_default']" in out
+    assert "signature_def['mask']" in out
+    for name in ("inputs['text']", "inputs['seed']", "outputs['tokens']", "outputs['labels']"):
+        assert name in out
+
+
+def test_held_out_masking_is_fixed(trained):
+    tokenizer = trained["tokenizer"]
+    texts = tf.data.Dataset.from_tensor_slices([LONG_TEXT, "short text"] * 20)
+    ids, steps = pretrain_mlm.packed_dataset(texts, tokenizer, 16, 4, drop_remainder=False)
+    masker = pretrain_mlm.make_masker(tokenizer, 16)
+    held_out = pretrain_mlm.fixed_masking(ids, masker, seed=3)
+    first = [x["token_ids"].numpy() for x, _, _ in held_out]
+    second = [x["token_ids"].numpy() for x, _, _ in held_out]
+    assert len(first) == steps
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_corpus_fails_before_writing_anything(tmp_path, capsys):
+    output = tmp_path / "out"
+    code = pretrain_mlm.main(
+        ["--text-files", str(tmp_path / "missing-*.txt"), "--output", str(output)]
+    )
+    assert code == 2
+    assert "missing-*.txt" in capsys.readouterr().err
+    assert not output.exists()
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02")
+    assert pretrain_mlm.main(["--text-files", str(tmp_path / "binary.txt"), "--output", str(output)]) == 2
+    assert not output.exists()
