@@ -13,12 +13,16 @@ in either processing mode:
   mask is keyed by the element, not by the worker); without one, each worker
   draws its own masks.
 - `"distributed_epoch"` (`ShardingPolicy.DYNAMIC`): the dispatcher hands out
-  the elements' positions one at a time and each position is processed by
-  exactly one worker, so without failures every element of every pass is
-  delivered exactly once. If a worker dies mid-epoch, the positions it had
-  been handed and not yet delivered are lost (never reassigned), the other
-  workers finish the job, and no element is delivered twice: *at most once*
-  per element (TensorFlow's own guarantee for dynamic sharding).
+  the elements' positions in splits (`elements_per_split` each) and each
+  split is processed by exactly one worker, so without failures every
+  element of every pass is delivered exactly once. If a worker dies
+  mid-epoch, the positions it had been handed and not yet delivered are
+  lost (never handed out again), the other workers carry on with the rest,
+  and no element is delivered twice: *at most once* per element. In
+  TensorFlow 2.21 the dispatcher keeps the dead worker's task, and readers
+  wait for it: the job finishes once a worker serves that address again
+  (`LocalDataService.restart_worker`; a supervisor such as Kubernetes
+  restarts workers the same way), which then takes fresh splits.
 
 Reproducibility: with a `seed`, an element's mask is a pure function of
 `(seed, epoch, element index)` — the key `keras_dynmask.data.mask_dataset`
@@ -122,6 +126,7 @@ def masking_pipeline(
     seed=None,
     num_epochs=1,
     num_parallel_calls=tf.data.AUTOTUNE,
+    elements_per_split=1,
 ):
     """The dataset tf.data service workers run: `num_epochs` masked passes.
 
@@ -130,15 +135,18 @@ def masking_pipeline(
     `dataset` (a sequence, a batch, a dict) is masked by one call of `layer`.
 
     - `seed=None`: `layer(element, seed=fresh_element_seed())` over
-      `dataset.repeat(num_epochs)`: fresh masks on every worker, every pass.
+      `dataset.repeat(num_epochs)`: fresh masks on every worker, every pass
+      (in `"distributed_epoch"` mode the dispatcher splits `dataset`'s own
+      source, as TensorFlow does for any pipeline).
     - a seed, `"parallel_epochs"`: `mask_dataset(dataset, layer, seed,
       num_epochs=num_epochs)`, which each worker runs whole.
-    - a seed, `"distributed_epoch"`: a `Dataset.range(num_epochs * n)` of
-      positions is the only source, so the dispatcher splits it one position
-      at a time; a worker turns position `p` into epoch `p // n` and index
-      `p % n`, fetches that element with `tf.data.experimental.at` and masks
-      it with `element_seed(seed, epoch, index)`. `dataset` must therefore
-      have a known, finite cardinality `n` and support random access
+    - a seed, `"distributed_epoch"`: the positions `0 .. num_epochs * n - 1`
+      are the only source the dispatcher splits, `elements_per_split`
+      consecutive positions a split; a worker turns position `p` into epoch
+      `p // n` and index `p % n`, fetches that element with
+      `tf.data.experimental.at` and masks it with
+      `element_seed(seed, epoch, index)`. `dataset` must therefore have a
+      known, finite cardinality `n` and support random access
       (`from_tensor_slices`, `range`, `map`, `batch`, `zip`, `take`, ... or
       anything followed by `.cache()`).
 
@@ -150,6 +158,12 @@ def masking_pipeline(
         num_epochs: int >= 1, passes laid out back to back in one job (the
             pipeline holds no state, so it can be serialised).
         num_parallel_calls: as for `tf.data.Dataset.map`.
+        elements_per_split: int >= 1, elements a worker asks the dispatcher
+            for at a time (seeded `"distributed_epoch"` only). A worker
+            makes one RPC per split, so with cheap elements a larger value
+            raises throughput; in exchange a lost worker loses up to that
+            many elements per split it held, and the tail of an epoch is
+            balanced more coarsely. The masks do not depend on it.
 
     Returns:
         The masked `tf.data.Dataset` with `num_epochs` passes.
@@ -173,6 +187,11 @@ def masking_pipeline(
     _check_processing_mode(processing_mode)
     _check_seed(seed)
     _check_num_epochs(num_epochs)
+    if not _is_int(elements_per_split) or elements_per_split < 1:
+        raise ValueError(
+            "`elements_per_split` must be an int >= 1. "
+            f"Received: elements_per_split={elements_per_split!r}"
+        )
     if not callable(layer):
         raise ValueError(f"`layer` must be callable. Received: layer={layer!r}")
     if seed is None:
@@ -193,6 +212,7 @@ def masking_pipeline(
         )
     num_elements = _finite_cardinality(dataset)
     _check_random_access(dataset, num_elements)
+    num_positions = num_epochs * num_elements
 
     def mask_position(position):
         epoch = position // num_elements
@@ -200,8 +220,14 @@ def masking_pipeline(
         element = tf.data.experimental.at(dataset, index)
         return layer(element, seed=element_seed(seed, epoch, index))
 
-    positions = tf.data.Dataset.range(num_epochs * num_elements)
-    return positions.map(
+    def positions_in_split(split):
+        start = split * elements_per_split
+        return tf.data.Dataset.range(start, tf.minimum(start + elements_per_split, num_positions))
+
+    # The dispatcher splits the outer range only: one split is a run of
+    # `elements_per_split` consecutive positions.
+    splits = tf.data.Dataset.range(-(-num_positions // elements_per_split))
+    return splits.flat_map(positions_in_split).map(
         mask_position, num_parallel_calls=num_parallel_calls, deterministic=True
     )
 
@@ -246,6 +272,8 @@ def distribute_masking(
     num_parallel_calls=tf.data.AUTOTUNE,
     compression="AUTO",
     max_outstanding_requests=None,
+    options=None,
+    elements_per_split=1,
 ):
     """Masks `dataset` on tf.data service workers; returns what they send.
 
@@ -276,6 +304,9 @@ def distribute_masking(
         num_parallel_calls: parallelism of the masking map on each worker.
         compression: as for `distribute`: `"AUTO"`, `"SNAPPY"` or `None`.
         max_outstanding_requests: as for `distribute`.
+        options: `None` or a `tf.data.Options` for the pipeline the workers
+            run (e.g. `threading.private_threadpool_size`).
+        elements_per_split: as for `masking_pipeline`.
 
     Returns:
         A `tf.data.Dataset` of the masked elements, read from the workers.
@@ -310,7 +341,14 @@ def distribute_masking(
         seed=seed,
         num_epochs=num_epochs,
         num_parallel_calls=num_parallel_calls,
+        elements_per_split=elements_per_split,
     )
+    if options is not None:
+        if not isinstance(options, tf.data.Options):
+            raise ValueError(
+                f"`options` must be None or a tf.data.Options. Received: options={options!r}"
+            )
+        pipeline = pipeline.with_options(options)
     return pipeline.apply(
         tf.data.experimental.service.distribute(
             processing_mode=processing_mode,
@@ -408,7 +446,7 @@ class ServerProcess:
         return f"ServerProcess({self.role}, {self.address}, pid={self.pid}, {state})"
 
 
-def server_command(role, ready_file, parent_pid, max_lifetime_s=3600.0, options=()):
+def server_command(role, ready_file, parent_pid, max_lifetime_s=3600.0, flags=()):
     """The command line of one server process (see `serve_main`).
 
     Args:
@@ -417,7 +455,7 @@ def server_command(role, ready_file, parent_pid, max_lifetime_s=3600.0, options=
         parent_pid: the server stops when this process is no longer its
             parent (the parent died and the server was re-parented).
         max_lifetime_s: the server stops after this many seconds.
-        options: more `serve_main` flags, e.g. `["--port", "0"]`.
+        flags: more `serve_main` flags, e.g. `["--port", "0"]`.
 
     Returns:
         A list of str for `subprocess.Popen`.
@@ -434,7 +472,7 @@ def server_command(role, ready_file, parent_pid, max_lifetime_s=3600.0, options=
         str(parent_pid),
         "--max-lifetime-s",
         str(max_lifetime_s),
-        *options,
+        *flags,
     ]
 
 
@@ -564,17 +602,15 @@ class LocalDataService:
         """The dispatcher, as `distribute` takes it: `grpc://127.0.0.1:port`."""
         return f"grpc://{self.dispatcher.address}"
 
-    def _launch(self, role, options):
+    def _launch(self, role, flags):
         """Starts a server process in its own process group (not yet ready)."""
         fd, ready_file = tempfile.mkstemp(prefix=f"{role}-", suffix=".ready", dir=self.log_dir)
         os.close(fd)
         os.unlink(ready_file)
         log_path = ready_file[: -len(".ready")] + ".log"
         for module in self.import_modules:
-            options = [*options, "--import", module]
-        command = server_command(
-            role, ready_file, os.getpid(), self.max_lifetime_s, options
-        )
+            flags = [*flags, "--import", module]
+        command = server_command(role, ready_file, os.getpid(), self.max_lifetime_s, flags)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command,

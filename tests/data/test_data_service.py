@@ -113,12 +113,18 @@ def restore_global_seeds():
 # The pipeline the workers run, checked in-process.
 
 
-@pytest.mark.parametrize("processing_mode", ["parallel_epochs", "distributed_epoch"])
-def test_seeded_pipeline_matches_mask_dataset(processing_mode):
+@pytest.mark.parametrize(
+    "processing_mode, elements_per_split",
+    [("parallel_epochs", 1), ("distributed_epoch", 1), ("distributed_epoch", 4)],
+)
+def test_seeded_pipeline_matches_mask_dataset(processing_mode, elements_per_split):
     rows = marked_rows(24)
     dataset = tf.data.Dataset.from_tensor_slices(rows).batch(4)
     layer = make_layer(24)
-    pipeline = masking_pipeline(dataset, layer, processing_mode, seed=11, num_epochs=3)
+    pipeline = masking_pipeline(
+        dataset, layer, processing_mode, seed=11, num_epochs=3,
+        elements_per_split=elements_per_split,
+    )
     reference = mask_dataset(dataset, layer, seed=11, num_epochs=3)
     for got, want in zip(pipeline, reference, strict=True):
         np.testing.assert_array_equal(got["mask"], want["mask"])
@@ -160,6 +166,7 @@ def test_ragged_and_dict_elements_go_through_the_keyed_pipeline():
         (dict(num_epochs=0), "num_epochs=0"),
         (dict(num_epochs=None), "num_epochs=None"),
         (dict(seed=2.5), "seed=2.5"),
+        (dict(seed=1, elements_per_split=0), "elements_per_split=0"),
     ],
 )
 def test_bad_arguments_quote_the_value(kwargs, message):
@@ -204,21 +211,35 @@ def test_seeded_pairs_are_identical_with_one_and_two_workers(cluster):
     reference = pairs(mask_dataset(dataset, layer, seed=5, num_epochs=num_epochs))
     assert len(reference) == num_rows * num_epochs  # the epochs' masks differ
 
-    def served(processing_mode):
+    def served(processing_mode, elements_per_split=1):
         return pairs(
             distribute_masking(
-                dataset, layer, cluster.service, processing_mode, seed=5, num_epochs=num_epochs
+                dataset,
+                layer,
+                cluster.service,
+                processing_mode,
+                seed=5,
+                num_epochs=num_epochs,
+                elements_per_split=elements_per_split,
             )
         )
 
+    def serve_all():
+        return {
+            "distributed_epoch": served("distributed_epoch"),
+            "distributed_epoch, 5 a split": served("distributed_epoch", 5),
+            "parallel_epochs": served("parallel_epochs"),
+        }
+
     assert len(cluster.workers) == 1
-    one_worker = {mode: served(mode) for mode in ("distributed_epoch", "parallel_epochs")}
+    one_worker = serve_all()
     cluster.add_workers(1)
-    two_workers = {mode: served(mode) for mode in ("distributed_epoch", "parallel_epochs")}
+    two_workers = serve_all()
 
     for num_workers, result in ((1, one_worker), (2, two_workers)):
         # distributed_epoch: every pair exactly once.
         assert result["distributed_epoch"] == reference
+        assert result["distributed_epoch, 5 a split"] == reference
         # parallel_epochs: every worker makes every pair, with the same mask.
         assert set(result["parallel_epochs"]) == set(reference)
         assert result["parallel_epochs"] == collections.Counter(
