@@ -21,6 +21,8 @@ class PositionEmbedding(keras.layers.Layer):
 
     Call arguments:
         inputs: `[B, T, dim]` embeddings, `T <= sequence_length`.
+        positions: optional int `[B, T]` position of each token (e.g.
+            restarting at 0 in each packed segment); default `0 .. T-1`.
 
     Returns:
         `[B, T, dim]` position embeddings to add to `inputs`.
@@ -49,13 +51,15 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.initializer,
         )
 
-    def call(self, inputs):
+    def call(self, inputs, positions=None):
+        if positions is not None:
+            return ops.take(self.embeddings, ops.cast(positions, "int32"), axis=0)
         length = ops.shape(inputs)[1]
-        positions = ops.expand_dims(self.embeddings[:length], 0)
-        return ops.broadcast_to(positions, ops.shape(inputs))
+        embeddings = ops.expand_dims(self.embeddings[:length], 0)
+        return ops.broadcast_to(embeddings, ops.shape(inputs))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def compute_output_shape(self, inputs_shape, positions_shape=None):
+        return tuple(inputs_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -68,11 +72,14 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
-def embed(token_ids, vocabulary_size, sequence_length, dim, dropout, name):
+def embed(
+    token_ids, vocabulary_size, sequence_length, dim, dropout, name, position_ids=None
+):
     """Token plus position embeddings, normalised, with dropout.
 
     Args:
         token_ids: symbolic int ids `[B, T]`.
+        position_ids: optional symbolic int `[B, T]` positions.
         vocabulary_size: int, rows of the token embedding.
         sequence_length: int, rows of the position embedding.
         dim: int, the model width.
@@ -94,7 +101,7 @@ def embed(token_ids, vocabulary_size, sequence_length, dim, dropout, name):
         sequence_length,
         initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         name=f"{name}_positions",
-    )(tokens)
+    )(tokens, positions=position_ids)
     x = keras.layers.Add(name=f"{name}_sum")([tokens, positions])
     x = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm")(x)
     return keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)

@@ -1,0 +1,145 @@
+"""End-to-end test of examples/train_causal_lm.py and its SavedModel export."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train_causal_lm
+
+PROMPTS = ["Return the", "If the file does not exist, raise"]
+
+SERVE = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    BLOCKED = ("keras_dynmask", "train_causal_lm", "transformer_blocks")
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(name + " is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, Blocked())
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    loaded = tf.saved_model.load(sys.argv[1])
+    prompts = tf.constant(json.loads(sys.argv[2]))
+    generate = loaded.signatures["serving_default"]
+    seed = tf.constant([3, 4], tf.int64)
+    none = tf.constant([], tf.int64)
+    out = {
+        "next": loaded.signatures["next_token"](text=prompts),
+        "seeded_1": generate(text=prompts, seed=seed),
+        "seeded_2": generate(text=prompts, seed=seed),
+        "fresh_1": generate(text=prompts, seed=none),
+        "fresh_2": generate(text=prompts, seed=none),
+    }
+    print(json.dumps(
+        {k: {n: t.numpy().tolist() for n, t in v.items()} for k, v in out.items()},
+        default=bytes.decode,
+    ))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_flags):
+    output = tmp_path_factory.mktemp("saved_models") / "causal_lm"
+    flags = tiny_flags + ["--output", str(output), "--max-new-tokens", "6", "--top-k", "5"]
+    return train_causal_lm.run(train_causal_lm.parse_args(flags))
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    completed = subprocess.run(
+        [sys.executable, "-c", SERVE, trained["export_dir"], json.dumps(PROMPTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(trained["export_dir"]),
+        env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_packed_examples_keep_passages_apart(trained):
+    tokenizer = trained["tokenizer"]
+    texts = tf.data.Dataset.from_tensor_slices(["the cat sat", "a dog", "return the list"] * 4)
+    ds, steps = train_causal_lm.packed_examples(texts, tokenizer, 8, 2)
+    x, y, w = next(iter(ds))
+    ids, seg, pos = (x[k].numpy() for k in ("token_ids", "segment_ids", "position_ids"))
+    assert ids.shape == seg.shape == pos.shape == y.shape == w.shape == (2, 8)
+    np.testing.assert_array_equal(ids[:, 1:], y.numpy()[:, :-1])
+    for row in range(2):
+        assert np.all(np.diff(seg[row]) >= 0) and seg[row, 0] == 1
+        starts = np.flatnonzero(ids[row] == tokenizer.cls_id)
+        np.testing.assert_array_equal(pos[row, starts[starts > 0]], 0)
+        # No loss where the next token starts another passage.
+        boundary = np.flatnonzero(np.diff(seg[row]) != 0)
+        assert np.all(w.numpy()[row, boundary] == 0)
+    assert steps >= 1
+
+
+def test_trains_samples_and_exports(trained):
+    assert np.isfinite(trained["history"]["val_loss"][0])
+    assert len(trained["samples"]) == len(train_causal_lm.PROMPTS)
+    assert trained["samples"][0].startswith("return the")
+    assert os.listdir(os.path.dirname(trained["export_dir"])) == ["1"]
+
+
+def test_generate_signature_in_plain_tensorflow(served):
+    seeded = served["seeded_1"]
+    ids = np.array(seeded["token_ids"])
+    assert ids.shape[0] == 2 and ids.shape[1] >= 6
+    assert seeded["text"][0].startswith("return the")
+    assert served["seeded_1"] == served["seeded_2"]
+    assert served["fresh_1"] != served["fresh_2"]
+
+
+def test_next_token_equals_the_keras_model(trained, served):
+    model, tokenizer = trained["model"], trained["tokenizer"]
+    for row, prompt in enumerate(PROMPTS):
+        ids = [tokenizer.cls_id] + tokenizer.tokenize(prompt).numpy().tolist()
+        inputs = {
+            "token_ids": np.array([ids], "int32"),
+            "segment_ids": np.ones((1, len(ids)), "int32"),
+            "position_ids": np.arange(len(ids), dtype="int32")[None],
+        }
+        logits = model.predict(inputs, verbose=0)[0, -1]
+        probabilities = tf.nn.softmax(logits).numpy()
+        served_ids = served["next"]["token_ids"][row]
+        np.testing.assert_allclose(
+            served["next"]["scores"][row], probabilities[served_ids], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            np.sort(probabilities)[::-1][:5], probabilities[served_ids], atol=1e-6
+        )
+
+
+def test_saved_model_cli_lists_both_signatures(trained):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    out = subprocess.run(
+        [cli, "show", "--all", "--dir", trained["export_dir"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    assert "signature_def['serving_default']" in out
+    assert "signature_def['next_token']" in out
+
+
+def test_bad_corpus_fails_before_writing_anything(tmp_path):
+    output = tmp_path / "out"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert train_causal_lm.main(["--text-files", str(empty), "--output", str(output)]) == 2
+    assert not output.exists()
