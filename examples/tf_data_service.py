@@ -101,8 +101,9 @@ def main(argv=None):
         pad_token_id=tokenizer.pad_id,
         output_mode="fit",
     )
-    # What the workers run: passages -> wordpiece ids -> masked batch.
-    train_batches = corpus.dataset("train").batch(args.batch_size).map(tokenizer)
+    # What the workers run: a batch of passages -> wordpiece ids (the
+    # `preprocess` step) -> the masked batch.
+    train_batches = corpus.dataset("train").batch(args.batch_size)
     num_batches = int(train_batches.cardinality())
     copies = args.workers if args.mode == "parallel_epochs" else 1
     steps_per_epoch = num_batches * copies
@@ -124,6 +125,7 @@ def main(argv=None):
             processing_mode=args.mode,
             seed=seed,
             num_epochs=args.epochs,
+            preprocess=tokenizer,
         ).prefetch(tf.data.AUTOTUNE)
         model = build_model(tokenizer.vocabulary_size, masking)
         # The job holds every epoch back to back: fit reads it once, epoch

@@ -127,14 +127,16 @@ def masking_pipeline(
     num_epochs=1,
     num_parallel_calls=tf.data.AUTOTUNE,
     elements_per_split=1,
+    preprocess=None,
 ):
     """The dataset tf.data service workers run: `num_epochs` masked passes.
 
     Iterated in-process it yields what the workers would make (in order);
     `distribute_masking` hands it to a tf.data service. Each element of
-    `dataset` (a sequence, a batch, a dict) is masked by one call of `layer`.
+    `dataset` (a sequence, a batch, a dict), after `preprocess` if given, is
+    masked by one call of `layer`.
 
-    - `seed=None`: `layer(element, seed=fresh_element_seed())` over
+    - `seed=None`: `layer(preprocess(element), seed=fresh_element_seed())` over
       `dataset.repeat(num_epochs)`: fresh masks on every worker, every pass
       (in `"distributed_epoch"` mode the dispatcher splits `dataset`'s own
       source, as TensorFlow does for any pipeline).
@@ -158,6 +160,13 @@ def masking_pipeline(
         num_epochs: int >= 1, passes laid out back to back in one job (the
             pipeline holds no state, so it can be serialised).
         num_parallel_calls: as for `tf.data.Dataset.map`.
+        preprocess: `None` or a function applied to each element before
+            masking (e.g. a tokenizer), in the same parallel map as the
+            masking. With a seed in `"distributed_epoch"` mode, put costly
+            per-element work here rather than in `dataset`: elements of
+            `dataset` are fetched one at a time (concurrent random access
+            into a `map` dataset crashes TensorFlow 2.21), `preprocess` runs
+            `num_parallel_calls` at a time.
         elements_per_split: int >= 1, elements a worker asks the dispatcher
             for at a time (seeded `"distributed_epoch"` only). A worker
             makes one RPC per split, so with cheap elements a larger value
@@ -194,15 +203,22 @@ def masking_pipeline(
         )
     if not callable(layer):
         raise ValueError(f"`layer` must be callable. Received: layer={layer!r}")
+    if preprocess is not None and not callable(preprocess):
+        raise ValueError(
+            f"`preprocess` must be None or callable. Received: preprocess={preprocess!r}"
+        )
+    prepare = preprocess if preprocess is not None else (lambda element: element)
     if seed is None:
 
         def mask_with_fresh_seed(element):
-            return layer(element, seed=fresh_element_seed())
+            return layer(prepare(element), seed=fresh_element_seed())
 
         return dataset.repeat(num_epochs).map(
             mask_with_fresh_seed, num_parallel_calls=num_parallel_calls
         )
     if processing_mode == "parallel_epochs":
+        if preprocess is not None:
+            dataset = dataset.map(preprocess, num_parallel_calls=num_parallel_calls)
         return mask_dataset(
             dataset,
             layer,
@@ -214,21 +230,26 @@ def masking_pipeline(
     _check_random_access(dataset, num_elements)
     num_positions = num_epochs * num_elements
 
-    def mask_position(position):
-        epoch = position // num_elements
-        index = position % num_elements
-        element = tf.data.experimental.at(dataset, index)
-        return layer(element, seed=element_seed(seed, epoch, index))
-
     def positions_in_split(split):
         start = split * elements_per_split
         return tf.data.Dataset.range(start, tf.minimum(start + elements_per_split, num_positions))
 
+    def fetch(position):
+        return position, tf.data.experimental.at(dataset, position % num_elements)
+
+    def mask_fetched(position, element):
+        epoch = position // num_elements
+        index = position % num_elements
+        return layer(prepare(element), seed=element_seed(seed, epoch, index))
+
     # The dispatcher splits the outer range only: one split is a run of
-    # `elements_per_split` consecutive positions.
+    # `elements_per_split` consecutive positions. Elements are fetched one
+    # at a time: TensorFlow 2.21 crashes (SIGSEGV) when
+    # `tf.data.experimental.at` reads a `map` dataset from several threads.
     splits = tf.data.Dataset.range(-(-num_positions // elements_per_split))
-    return splits.flat_map(positions_in_split).map(
-        mask_position, num_parallel_calls=num_parallel_calls, deterministic=True
+    fetched = splits.flat_map(positions_in_split).map(fetch)
+    return fetched.map(
+        mask_fetched, num_parallel_calls=num_parallel_calls, deterministic=True
     )
 
 
@@ -274,6 +295,7 @@ def distribute_masking(
     max_outstanding_requests=None,
     options=None,
     elements_per_split=1,
+    preprocess=None,
 ):
     """Masks `dataset` on tf.data service workers; returns what they send.
 
@@ -307,6 +329,8 @@ def distribute_masking(
         options: `None` or a `tf.data.Options` for the pipeline the workers
             run (e.g. `threading.private_threadpool_size`).
         elements_per_split: as for `masking_pipeline`.
+        preprocess: as for `masking_pipeline`: a per-element function run on
+            the workers before masking (e.g. a tokenizer).
 
     Returns:
         A `tf.data.Dataset` of the masked elements, read from the workers.
@@ -342,6 +366,7 @@ def distribute_masking(
         num_epochs=num_epochs,
         num_parallel_calls=num_parallel_calls,
         elements_per_split=elements_per_split,
+        preprocess=preprocess,
     )
     if options is not None:
         if not isinstance(options, tf.data.Options):

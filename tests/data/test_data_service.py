@@ -131,6 +131,61 @@ def test_seeded_pipeline_matches_mask_dataset(processing_mode, elements_per_spli
         np.testing.assert_array_equal(got["token_ids"], want["token_ids"])
 
 
+@pytest.mark.parametrize("processing_mode", ["parallel_epochs", "distributed_epoch"])
+@pytest.mark.parametrize("seed", [None, 4])
+def test_preprocess_runs_before_the_masking(processing_mode, seed):
+    texts = tf.data.Dataset.from_tensor_slices(
+        [" ".join(str(FIRST_MARKER + i) for _ in range(3)) for i in range(12)]
+    ).batch(4)
+
+    def to_ids(batch):
+        return tf.strings.to_number(tf.strings.split(batch), tf.int32).to_tensor()
+
+    layer = make_layer(12)
+    pipeline = masking_pipeline(
+        texts, layer, processing_mode, seed=seed, num_epochs=2, preprocess=to_ids
+    )
+    outputs = list(pipeline)
+    assert len(outputs) == 6
+    assert all(out["token_ids"].shape == (4, 3) for out in outputs)
+    if seed is not None:
+        reference = mask_dataset(texts.map(to_ids), layer, seed=seed, num_epochs=2)
+        for got, want in zip(outputs, reference, strict=True):
+            np.testing.assert_array_equal(got["mask"], want["mask"])
+
+
+def test_keyed_pipeline_over_a_map_dataset_survives_parallel_calls():
+    """TensorFlow 2.21 segfaults on concurrent `at()` into a `map` dataset.
+
+    Runs in a child process so that a regression fails this test only.
+    """
+    script = """
+import numpy as np, tensorflow as tf
+from keras_dynmask import DynamicMLMMasking
+from keras_dynmask.data import mask_dataset, masking_pipeline
+rows = np.arange(5, 5 + 64 * 8, dtype="int32").reshape(64, 8) % 90 + 5
+dataset = tf.data.Dataset.from_tensor_slices(rows).batch(2).map(lambda x: x + 0)
+layer = DynamicMLMMasking(vocabulary_size=100, mask_token_id=4, mask_rate=0.5)
+for _ in range(3):
+    got = [x.numpy() for x in masking_pipeline(
+        dataset, layer, seed=1, num_epochs=4, num_parallel_calls=8)]
+want = [x.numpy() for x in mask_dataset(dataset, layer, seed=1, num_epochs=4)]
+assert len(got) == len(want) == 128
+assert all(np.array_equal(a, b) for a, b in zip(got, want))
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, (
+        f"exit code {result.returncode}:\n{result.stderr[-3000:]}"
+    )
+
+
 def test_unseeded_pipeline_is_fresh_every_epoch_after_set_random_seed(restore_global_seeds):
     keras.utils.set_random_seed(0)
     rows = marked_rows(32)
