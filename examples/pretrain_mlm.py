@@ -73,7 +73,7 @@ def parse_args(argv=None):
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
     source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(
         "--output",
@@ -89,7 +89,7 @@ def parse_args(argv=None):
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--intermediate-dim", type=int, default=512)
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
@@ -187,23 +187,25 @@ def max_predictions_for(sequence_length, mask_rate):
     return max(1, math.ceil(mask_rate * (sequence_length - 2)))
 
 
-def make_masker(tokenizer, sequence_length, mask_rate=0.15, seed=None):
+def make_masker(tokenizer, mask_rate=0.15, output_mode="fit", seed=None, max_predictions=None):
     """The `DynamicMLMMasking` layer for this tokenizer's ids.
 
-    `selection="exact"` masks `round(mask_rate * eligible)` tokens of each
-    sequence, and `max_predictions` lists their positions (keras-hub's
-    `mask_positions`, `mask_ids`, `mask_weights`), which the model uses to
-    predict at those positions only. `[CLS]`, `[SEP]` and `[UNK]` are never
-    selected nor drawn as random replacements; `[PAD]` is padding.
+    `[CLS]`, `[SEP]` and `[UNK]` are never selected nor drawn as random
+    replacements; `[PAD]` is padding. With `max_predictions` the selection
+    is `"exact"` (`round(mask_rate * eligible)` tokens per sequence) and the
+    `"dict"` output lists their positions (keras-hub's `mask_positions`,
+    `mask_ids`, `mask_weights`), which `build_mlm_model` predicts at;
+    without it, independent (`"bernoulli"`) draws.
 
     Args:
         tokenizer: a `WordPieceTokenizer`.
-        sequence_length: int, the length of the training sequences.
         mask_rate: float, share of tokens selected.
+        output_mode: `"fit"` or `"dict"`.
         seed: `None` or int, the layer's constructor seed.
+        max_predictions: `None` or int (see `max_predictions_for`).
 
     Returns:
-        A `DynamicMLMMasking` in `"dict"` mode.
+        A `DynamicMLMMasking`.
     """
     return DynamicMLMMasking(
         vocabulary_size=tokenizer.vocabulary_size,
@@ -211,9 +213,9 @@ def make_masker(tokenizer, sequence_length, mask_rate=0.15, seed=None):
         mask_rate=mask_rate,
         special_token_ids=[tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id],
         pad_token_id=tokenizer.pad_id,
-        selection="exact",
-        max_predictions=max_predictions_for(sequence_length, mask_rate),
-        output_mode="dict",
+        selection="bernoulli" if max_predictions is None else "exact",
+        max_predictions=max_predictions,
+        output_mode=output_mode,
         ignore_index=IGNORE_INDEX,
         seed=seed,
     )
@@ -227,7 +229,8 @@ def fixed_masking(dataset, masker, seed):
 
     Args:
         dataset: batches of ids.
-        masker: from `make_masker`.
+        masker: from `make_masker`, in `"fit"` mode, or in `"dict"` mode
+            with `max_predictions` (for `build_mlm_model`).
         seed: int.
 
     Returns:
@@ -236,7 +239,8 @@ def fixed_masking(dataset, masker, seed):
 
     def mask(index, ids):
         key = tf.stack([tf.constant(seed, tf.int64), index])
-        return for_fit(masker(ids, training=True, seed=key))
+        masked = masker(ids, training=True, seed=key)
+        return for_fit(masked) if masker.output_mode == "dict" else masked
 
     return dataset.enumerate().map(mask).cache()
 
@@ -294,6 +298,44 @@ def build_mlm_head(hidden_dim, vocabulary_size):
     return keras.Model(hidden, logits, name="mlm_head")
 
 
+def build_encoder(
+    vocabulary_size,
+    sequence_length,
+    hidden_dim=128,
+    num_layers=2,
+    num_heads=4,
+    intermediate_dim=512,
+    dropout=0.0,
+    pad_token_id=0,
+):
+    """Backbone and head in one model with logits at every position.
+
+    For training on `DynamicMLMMasking(output_mode="fit")` batches
+    (`compile_encoder`): simpler than `build_mlm_model`, but the vocabulary
+    projection runs at all `T` positions, not just the masked ones.
+
+    Args:
+        as `build_backbone`.
+
+    Returns:
+        A `keras.Model` mapping int32 `[B, T]` ids to logits
+        `[B, T, vocabulary_size]`.
+    """
+    backbone = build_backbone(
+        vocabulary_size,
+        sequence_length,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        dropout,
+        pad_token_id,
+    )
+    head = build_mlm_head(hidden_dim, vocabulary_size)
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    return keras.Model(token_ids, head(backbone(token_ids)), name="mlm_encoder")
+
+
 def build_mlm_model(backbone, head, max_predictions):
     """The pre-training model: logits at the masked positions only.
 
@@ -326,6 +368,11 @@ def for_fit(masked):
     """`DynamicMLMMasking` "dict" output -> `(x, y, sample_weight)`."""
     x = {"token_ids": masked["token_ids"], "mask_positions": masked["mask_positions"]}
     return x, masked["mask_ids"], masked["mask_weights"]
+
+
+def compile_encoder(model, learning_rate, total_steps):
+    """`compile_model` for a `build_encoder` model (the same recipe)."""
+    compile_model(model, learning_rate, total_steps)
 
 
 def compile_model(model, learning_rate, total_steps):
@@ -549,7 +596,10 @@ def run(args, corpus=None):
     )
     seconds["tokenizer"] = time.perf_counter() - start
 
-    masker = make_masker(tokenizer, args.sequence_length, args.mask_rate)
+    max_predictions = max_predictions_for(args.sequence_length, args.mask_rate)
+    masker = make_masker(
+        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions
+    )
     train = mask_dataset(train_ids, masker, seed=args.seed).map(for_fit)
     if args.steps_per_epoch:
         steps = min(steps, args.steps_per_epoch)
@@ -608,7 +658,7 @@ def run(args, corpus=None):
         backbone,
         head,
         tokenizer,
-        make_masker(tokenizer, args.sequence_length, args.mask_rate),
+        make_masker(tokenizer, args.mask_rate, "dict", max_predictions=max_predictions),
         os.path.join(args.output, str(args.version)),
         args.top_k,
     )

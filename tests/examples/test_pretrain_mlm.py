@@ -190,7 +190,7 @@ def test_held_out_masking_is_fixed(trained):
     tokenizer = trained["tokenizer"]
     texts = tf.data.Dataset.from_tensor_slices([LONG_TEXT, "short text"] * 20)
     ids, steps = pretrain_mlm.packed_dataset(texts, tokenizer, 16, 4, drop_remainder=False)
-    masker = pretrain_mlm.make_masker(tokenizer, 16)
+    masker = pretrain_mlm.make_masker(tokenizer, 0.15, "dict", max_predictions=3)
     held_out = pretrain_mlm.fixed_masking(ids, masker, seed=3)
     first = [x["token_ids"].numpy() for x, _, _ in held_out]
     second = [x["token_ids"].numpy() for x, _, _ in held_out]
