@@ -188,7 +188,10 @@ def main():
             cluster.stop()
 
     print()
-    print("| pipeline | pipeline threads | in-process | 1 worker | 2 workers | 2 workers / 1 worker |")
+    print(
+        "| pipeline | pipeline threads | in-process | 1 worker | 2 workers "
+        "| 2 workers / 1 worker |"
+    )
     print("|---|---|---|---|---|---|")
     for row in rows:
         medians = [statistics.median(results[(row, config)]) for config, _ in configs]

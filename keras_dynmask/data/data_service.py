@@ -105,7 +105,9 @@ def fresh_element_seed():
     `tf.random.set_seed` or `keras.utils.set_random_seed` said. Ops whose
     seed comes from the global seed, and a layer's `tf.random.Generator`,
     would be serialised with their current state and replay the same
-    values on every worker and every epoch.
+    values on every worker and every epoch. Under
+    `tf.config.experimental.enable_op_determinism()` TensorFlow rejects the
+    op ("random ops must have a seed specified"): pass a `seed` there.
 
     Returns:
         An int64 tensor of shape `[2]`.

@@ -8,6 +8,7 @@ and checks that no process it started is left.
 import collections
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -440,17 +441,17 @@ os._exit(0)
         timeout=150,
         env=server_environment(),
     )
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-3000:]
     server_pid = int(result.stdout.split()[-1])
     try:
-        assert os.path.exists(ready_file), result.stderr
+        assert os.path.exists(ready_file), result.stderr[-3000:]
         deadline = time.monotonic() + 15
-        while processes_mentioning(ready_file) and time.monotonic() < deadline:
+        while is_alive(server_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert processes_mentioning(ready_file) == []
+        assert not is_alive(server_pid), "the dispatcher outlived its parent"
     finally:
-        for pid in processes_mentioning(ready_file):
-            os.killpg(pid, 9)
-    assert server_pid > 0
+        if is_alive(server_pid):
+            os.killpg(server_pid, signal.SIGKILL)
 
 
 def test_cluster_arguments_are_validated():
