@@ -1,11 +1,10 @@
 """`DynamicMLMMasking`: a fresh masked-LM corruption on every batch."""
 
-import random
-
 import keras
 import tensorflow as tf
 
 from keras_dynmask.kernels import mlm_masking
+from keras_dynmask.kernels.seeds import fresh_seed
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
@@ -58,8 +57,9 @@ class DynamicMLMMasking(MaskingLayer):
 
     Randomness: with no seed anywhere, every call draws a fresh mask, and
     every epoch of `ds.map(layer)` differs from the last, also after
-    `keras.utils.set_random_seed`. A constructor `seed` makes the sequence
-    of masks reproducible run to run. A call-time `seed` (shape `[2]` int
+    `keras.utils.set_random_seed`, as does every tf.data service worker and
+    every replica (the seeds come from the operating system). A constructor
+    `seed` makes the sequence of masks reproducible run to run. A call-time `seed` (shape `[2]` int
     tensor) makes the output a pure function of `(inputs, seed)`; see
     `keras_dynmask.data.mask_dataset` for reproducible `tf.data` epochs.
 
@@ -215,10 +215,13 @@ class DynamicMLMMasking(MaskingLayer):
                 f"random_token_rate={random_token_rate!r}, "
                 f"vocabulary_size={vocabulary_size!r}"
             )
-        # The seed of the first mask; `keras.utils.set_random_seed` seeds
-        # Python's `random`, so unseeded layers are reproducible after it.
-        initial_seed = seed if seed is not None else random.randrange(2**31)
-        self._generator = tf.random.Generator.from_seed(initial_seed)
+        # A seeded layer draws its masks' seeds from a generator started at
+        # `seed`: the same sequence run to run. An unseeded one takes each
+        # from the operating system (`fresh_seed`), so masks are fresh on
+        # every call, epoch, tf.data service worker and replica.
+        self._generator = None
+        if seed is not None:
+            self._generator = tf.random.Generator.from_seed(seed)
 
     def get_config(self):
         config = super().get_config()
@@ -352,6 +355,8 @@ class DynamicMLMMasking(MaskingLayer):
 
     def _seed(self, seed):
         if seed is None:
+            if self._generator is None:
+                return fresh_seed()
             return self._generator.make_seeds(1)[:, 0]
         seed = tf.convert_to_tensor(seed)
         if seed.dtype not in (tf.int32, tf.int64):

@@ -262,13 +262,15 @@ def test_tf_data_epochs_differ_even_after_set_random_seed():
     assert np.any(epochs[0] != epochs[1]) and np.any(epochs[1] != epochs[2])
 
 
-def test_set_random_seed_makes_unseeded_layers_reproducible_run_to_run():
+def test_seeded_layers_reproduce_and_unseeded_stay_fresh_after_set_random_seed():
     ids = tf.constant(random_ids())
-    masks = []
+    seeded, unseeded = [], []
     for _ in range(2):
         keras.utils.set_random_seed(7)
-        masks.append(make_layer(output_mode="dict")(ids)["mask"].numpy())
-    np.testing.assert_array_equal(masks[0], masks[1])
+        seeded.append(make_layer(output_mode="dict", seed=3)(ids)["mask"].numpy())
+        unseeded.append(make_layer(output_mode="dict")(ids)["mask"].numpy())
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    assert np.any(unseeded[0] != unseeded[1])
 
 
 # tf.data.

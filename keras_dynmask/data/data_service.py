@@ -56,12 +56,10 @@ import tensorflow as tf
 
 from keras_dynmask.data.mask_dataset import element_seed
 from keras_dynmask.data.mask_dataset import mask_dataset
+from keras_dynmask.kernels.seeds import fresh_seed
 
 PROCESSING_MODES = ("parallel_epochs", "distributed_epoch")
 LOOPBACK_HOST = "127.0.0.1"
-
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
 
 
 def _is_int(value):
@@ -96,31 +94,6 @@ def _check_dataset(dataset):
         )
 
 
-def fresh_element_seed():
-    """A shape-`[2]` int64 seed drawn anew on every call, in any process.
-
-    The op carries the seed pair `(0, 0)`, which tells the kernel to seed
-    itself from the operating system when it is created: each tf.data
-    iterator (each worker, each job) gets its own stream, whatever
-    `tf.random.set_seed` or `keras.utils.set_random_seed` said. Ops whose
-    seed comes from the global seed, and a layer's `tf.random.Generator`,
-    would be serialised with their current state and replay the same
-    values on every worker and every epoch. Under
-    `tf.config.experimental.enable_op_determinism()` TensorFlow rejects the
-    op ("random ops must have a seed specified"): pass a `seed` there.
-
-    Returns:
-        An int64 tensor of shape `[2]`.
-    """
-    return tf.raw_ops.RandomUniformInt(
-        shape=tf.constant([2], tf.int32),
-        minval=tf.constant(_INT64_MIN, tf.int64),
-        maxval=tf.constant(_INT64_MAX, tf.int64),
-        seed=0,
-        seed2=0,
-    )
-
-
 def masking_pipeline(
     dataset,
     layer,
@@ -138,7 +111,7 @@ def masking_pipeline(
     `dataset` (a sequence, a batch, a dict), after `preprocess` if given, is
     masked by one call of `layer`.
 
-    - `seed=None`: `layer(preprocess(element), seed=fresh_element_seed())` over
+    - `seed=None`: `layer(preprocess(element), seed=fresh_seed())` over
       `dataset.repeat(num_epochs)`: fresh masks on every worker, every pass
       (in `"distributed_epoch"` mode the dispatcher splits `dataset`'s own
       source, as TensorFlow does for any pipeline).
@@ -213,7 +186,7 @@ def masking_pipeline(
     if seed is None:
 
         def mask_with_fresh_seed(element):
-            return layer(prepare(element), seed=fresh_element_seed())
+            return layer(prepare(element), seed=fresh_seed())
 
         return dataset.repeat(num_epochs).map(
             mask_with_fresh_seed, num_parallel_calls=num_parallel_calls

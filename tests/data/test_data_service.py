@@ -327,16 +327,6 @@ def test_unseeded_masks_differ_between_epochs_and_jobs(cluster, restore_global_s
     assert repeated_across_jobs <= 2, repeated_across_jobs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known bug in DynamicMLMMasking/mask_dataset (not in data_service): "
-        "an unseeded `ds.map(layer)` serialised for tf.data service captures "
-        "the layer's tf.random.Generator state at registration, so every "
-        "worker and every job replays the same masks. distribute_masking "
-        "avoids it with fresh_element_seed()."
-    ),
-)
 def test_plain_unseeded_map_through_the_service_is_fresh_per_job(cluster):
     rows = marked_rows(32)
     # Sequential map: each worker draws in element order.
