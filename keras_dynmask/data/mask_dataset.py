@@ -42,7 +42,11 @@ def mask_dataset(
     be iterated in the process that built it. With `num_epochs=N` it holds
     the N passes back to back and takes the epoch from the position, with
     no state: use that for pipelines that are serialised and run elsewhere
-    (tf.data service), with `steps_per_epoch` in `model.fit`.
+    (tf.data service), with `steps_per_epoch` in `model.fit`. Under tf.data
+    service's `"distributed_epoch"` mode each worker enumerates only its own
+    share of the elements, so an index here would name a worker's position:
+    use `keras_dynmask.data.data_service.distribute_masking`, which carries
+    each element's global index from the dispatcher to the worker.
 
     Args:
         dataset: a `tf.data.Dataset` whose elements the layer takes (ids,
