@@ -24,7 +24,7 @@ import serving_client
 
 QUERIES = [
     "Return the [MASK] of the list.",
-    "If the file does not [MASK], raise an error.",
+    "Open the [MASK] and return a file object.",
     "This [MASK] is deprecated; use the new one instead.",
 ]
 
@@ -64,8 +64,8 @@ def main(argv=None):
     print(f"\nFill-mask through the exported SavedModel ({result['export_dir']}),")
     print("loaded with plain TensorFlow:\n")
     loaded = serving_client.load(result["export_dir"])
-    for answer in serving_client.fill_mask(loaded, QUERIES):
-        print(serving_client.format_answer(answer))
+    answers = serving_client.fill_mask(loaded, QUERIES)
+    print("\n\n".join(serving_client.format_answer(a) for a in answers))
     show_masking(
         loaded,
         serving_client.vocabulary(result["export_dir"]),
