@@ -64,7 +64,7 @@ def parse_args(argv=None):
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
     source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(
         "--output",
