@@ -301,7 +301,8 @@ def smallest_draws(candidates, draws, counts):
 
     Only the candidates are ranked: they are gathered into a ragged batch
     whose `top_k` finds each row's last kept (draw, position) key; one
-    elementwise comparison against it then marks the kept tokens.
+    elementwise comparison against it then marks the kept tokens. Equal
+    draws are ordered by position.
 
     Args:
         candidates: bool `[B, T]`.
@@ -309,11 +310,10 @@ def smallest_draws(candidates, draws, counts):
         counts: int32 `[B]`, each at most the row's number of candidates.
     """
     coordinates = tf.where(candidates)
-    halved = tf.bitwise.right_shift(draws, tf.constant(1, tf.uint32))
-    # Unique keys: 31 random bits, ties broken by position; negated so
-    # that top_k's largest are the smallest draws.
+    # Unique non-negative keys: the 32-bit draw, then the position (< 2**31);
+    # negated so that top_k's largest are the smallest draws.
     keys = -tf.bitwise.bitwise_or(
-        tf.bitwise.left_shift(tf.cast(tf.gather_nd(halved, coordinates), tf.int64), 32),
+        tf.bitwise.left_shift(tf.cast(tf.gather_nd(draws, coordinates), tf.int64), 31),
         coordinates[:, 1],
     )
     ragged = tf.RaggedTensor.from_value_rowids(
@@ -323,14 +323,20 @@ def smallest_draws(candidates, draws, counts):
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
     top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
     last_kept = -tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
-    last_draw = tf.cast(tf.bitwise.right_shift(last_kept, 32), tf.uint32)[:, None]
-    last_position = tf.cast(tf.bitwise.bitwise_and(last_kept, 0xFFFFFFFF), tf.int32)[:, None]
+    # Rows that keep nothing compare against draw 0 at position -1.
+    keeps_any = counts > 0
+    last_draw = tf.where(
+        keeps_any, tf.cast(tf.bitwise.right_shift(last_kept, 31), tf.uint32), 0
+    )[:, None]
+    last_position = tf.where(
+        keeps_any, tf.cast(tf.bitwise.bitwise_and(last_kept, 2**31 - 1), tf.int32), -1
+    )[:, None]
     positions = tf.range(tf.shape(candidates)[1])[None, :]
     kept = tf.logical_or(
-        halved < last_draw,
-        tf.logical_and(tf.equal(halved, last_draw), positions <= last_position),
+        draws < last_draw,
+        tf.logical_and(tf.equal(draws, last_draw), positions <= last_position),
     )
-    return tf.logical_and(tf.logical_and(candidates, kept), (counts > 0)[:, None])
+    return tf.logical_and(candidates, kept)
 
 
 def exact_selection(eligible, counts, seed, eligible_count=None):

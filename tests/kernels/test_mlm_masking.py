@@ -449,8 +449,8 @@ def smallest_draws_reference(candidates, draws, counts):
     kept = np.zeros_like(candidates)
     for row in range(candidates.shape[0]):
         positions = np.flatnonzero(candidates[row])
-        # Rank by the 31-bit halved draw, then by position.
-        order = sorted(positions, key=lambda j: (int(draws[row, j]) >> 1, j))
+        # Rank by the draw, then by position.
+        order = sorted(positions, key=lambda j: (int(draws[row, j]), j))
         kept[row, order[: counts[row]]] = True
     return kept
 
