@@ -15,10 +15,10 @@ Every flag of `pretrain_mlm.py` works here too, e.g.
 """
 
 import sys
-import time
 
 import numpy as np
 
+import example_common
 import pretrain_mlm
 import serving_client
 
@@ -51,16 +51,17 @@ def show_masking(loaded, vocabulary, text):
     )
 
 
-def main(argv=None):
-    started = time.perf_counter()
-    args = pretrain_mlm.parse_args(argv)
-    try:
-        corpus = pretrain_mlm.load(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    result = pretrain_mlm.run(args, corpus)
+def train_and_query(args, corpus):
+    """Trains and exports with `pretrain_mlm.run`, then queries the export.
 
+    Args:
+        args: the `pretrain_mlm.parse_args()` namespace.
+        corpus: the `Corpus` to train on.
+
+    Returns:
+        What `pretrain_mlm.run` returns.
+    """
+    result = pretrain_mlm.run(args, corpus)
     print(f"\nFill-mask through the exported SavedModel ({result['export_dir']}),")
     print("loaded with plain TensorFlow:\n")
     loaded = serving_client.load(result["export_dir"])
@@ -71,10 +72,24 @@ def main(argv=None):
         serving_client.vocabulary(result["export_dir"]),
         "Return a new list with the items of the iterable in sorted order.",
     )
+    return result
 
-    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
-    print(f"\nmake demo finished in {time.perf_counter() - started:.0f}s ({stages})")
-    return 0
+
+def main(argv=None):
+    """`make demo`: the job `argv` asks `pretrain_mlm.py` for, then queries.
+
+    Args:
+        argv: list of str, or `None` for `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0, or 2 on a bad corpus (nothing written).
+    """
+    return example_common.run_from_command_line(
+        pretrain_mlm.parse_args(argv),
+        pretrain_mlm.load,
+        train_and_query,
+        done_message="\nmake demo finished in",
+    )
 
 
 if __name__ == "__main__":

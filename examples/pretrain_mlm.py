@@ -29,31 +29,22 @@ Run: `python examples/pretrain_mlm.py [--epochs N] [--seed S]
 [--text-files GLOB | --tfds NAME] [--output DIR]`.
 """
 
-import argparse
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
-from keras_dynmask.data import load_corpus
 from keras_dynmask.data import mask_dataset
-from keras_dynmask.tokenizer import WordPieceTokenizer
 
+import example_common
 import transformer_blocks
 
-DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "saved_models",
-    "mlm_encoder",
-)
+DEFAULT_OUTPUT = os.path.join(example_common.REPOSITORY_ROOT, "saved_models", "mlm_encoder")
 IGNORE_INDEX = -100
 
 
@@ -66,51 +57,19 @@ def parse_args(argv=None):
     Returns:
         An `argparse.Namespace`.
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
-    source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
-    parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument(
-        "--output",
-        default=DEFAULT_OUTPUT,
-        help="model directory; the SavedModel goes to OUTPUT/VERSION",
-    )
-    parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--vocabulary-size", type=int, default=4000)
-    parser.add_argument("--sequence-length", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--intermediate-dim", type=int, default=512)
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser = example_common.new_parser(__doc__.split("\n\n")[0])
+    example_common.add_export_job_flags(parser, epochs=18, output=DEFAULT_OUTPUT)
+    example_common.add_model_flags(parser, sequence_length=128)
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument(
-        "--max-passages",
-        type=int,
-        default=None,
-        help="use at most this many passages of the corpus",
-    )
-    parser.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        default=None,
-        help="cap on training steps per epoch (default: one pass)",
-    )
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    example_common.add_max_passages_flag(parser)
+    example_common.add_steps_per_epoch_flag(parser)
+    example_common.add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    for flag in ("epochs", "vocabulary_size", "batch_size", "top_k", "version"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.sequence_length < 8:
-        parser.error("--sequence-length must be >= 8")
+    example_common.require_at_least_one(
+        parser, args, ("epochs", "vocabulary_size", "batch_size", "top_k", "version")
+    )
+    example_common.require_sequence_length(parser, args)
     return args
 
 
@@ -380,23 +339,14 @@ def compile_model(model, learning_rate, total_steps):
 
     `reduction="mean_with_sample_weight"` divides by the number of masked
     tokens (padding predictions weigh 0), so the loss is the mean
-    cross-entropy per masked token.
+    cross-entropy per masked token (`example_common.compile_language_model`).
+
+    Args:
+        model: from `build_mlm_model` or `build_encoder`.
+        learning_rate: float, the peak learning rate.
+        total_steps: int, training steps of the whole run.
     """
-    warmup = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, total_steps - warmup),
-        warmup_target=learning_rate,
-        warmup_steps=warmup,
-        alpha=0.1,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    example_common.compile_language_model(model, learning_rate, total_steps)
 
 
 # Serving.
@@ -488,7 +438,8 @@ def export_for_serving(backbone, head, tokenizer, masker, directory, top_k=5):
     The SavedModel is written to a temporary folder beside `directory` and
     moved into place when complete, so `directory` never holds a partial
     export (TF Serving watches these folders). The vocabulary is written to
-    `assets.extra/vocab.txt` for clients that want to decode ids.
+    `assets.extra/vocab.txt` for clients that want to decode ids
+    (`example_common.write_saved_model`).
 
     Args:
         backbone: the trained encoder.
@@ -501,55 +452,43 @@ def export_for_serving(backbone, head, tokenizer, masker, directory, top_k=5):
     Returns:
         `directory`.
     """
-    directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        archive = keras.export.ExportArchive()
-        archive.track(backbone)
-        archive.track(head)
-        archive.track(masker)
-        archive.add_endpoint(
-            "serving_default",
-            lambda text: fill_mask(backbone, head, tokenizer, text, top_k),
-            input_signature=[tf.TensorSpec([None], tf.string, name="text")],
-        )
+    archive = keras.export.ExportArchive()
+    archive.track(backbone)
+    archive.track(head)
+    archive.track(masker)
+    archive.add_endpoint(
+        "serving_default",
+        lambda text: fill_mask(backbone, head, tokenizer, text, top_k),
+        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+    )
 
-        def mask(text, seed=tf.constant([], tf.int64)):
-            return serve_mask(masker, tokenizer, text, seed)
+    def mask(text, seed=tf.constant([], tf.int64)):
+        return serve_mask(masker, tokenizer, text, seed)
 
-        archive.add_endpoint(
-            "mask",
-            mask,
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="text"),
-                tf.TensorSpec([None], tf.int64, name="seed"),
-            ],
-        )
-        archive.write_out(os.path.join(staging, "model"), verbose=False)
-        extra = os.path.join(staging, "model", "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        tokenizer.save_vocabulary(os.path.join(extra, "vocab.txt"))
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(os.path.join(staging, "model"), directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    archive.add_endpoint(
+        "mask",
+        mask,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.int64, name="seed"),
+        ],
+    )
+    return example_common.write_saved_model(archive, tokenizer, directory)
 
 
 # The job.
 
 
 def load(args):
-    """The corpus the flags name (raises before anything is written)."""
-    return load_corpus(
-        text_files=args.text_files,
-        tfds=args.tfds,
-        max_words=args.sequence_length // 2,
-        max_passages=args.max_passages,
-    )
+    """The corpus the flags name (raises before anything is written).
+
+    Args:
+        args: the `parse_args()` namespace.
+
+    Returns:
+        A `Corpus` of passages of at most `sequence_length // 2` words.
+    """
+    return example_common.load_corpus_from_flags(args, args.sequence_length // 2)
 
 
 def run(args, corpus=None):
@@ -574,12 +513,9 @@ def run(args, corpus=None):
     seconds["corpus"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    tokenizer = WordPieceTokenizer.learn(
-        corpus.dataset("train"),
-        vocabulary_size=args.vocabulary_size,
-        sequence_length=args.sequence_length,
+    tokenizer = example_common.learn_tokenizer(
+        corpus, args.vocabulary_size, args.sequence_length
     )
-    print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
     train_ids, steps = packed_dataset(
         corpus.dataset("train"),
         tokenizer,
@@ -600,13 +536,11 @@ def run(args, corpus=None):
     masker = make_masker(
         tokenizer, args.mask_rate, "dict", max_predictions=max_predictions
     )
-    train = mask_dataset(train_ids, masker, seed=args.seed).map(for_fit)
-    if args.steps_per_epoch:
-        steps = min(steps, args.steps_per_epoch)
-        train = train.take(steps)
-    # Keep the count visible to Keras (progress bars with a total).
-    train = train.apply(tf.data.experimental.assert_cardinality(steps))
-    train = train.prefetch(tf.data.AUTOTUNE)
+    train, steps = example_common.capped_training_data(
+        mask_dataset(train_ids, masker, seed=args.seed).map(for_fit),
+        steps,
+        args.steps_per_epoch,
+    )
     validation = fixed_masking(validation_ids, masker, args.seed + 1).prefetch(
         tf.data.AUTOTUNE
     )
@@ -614,12 +548,8 @@ def run(args, corpus=None):
     backbone = build_backbone(
         tokenizer.vocabulary_size,
         args.sequence_length,
-        args.hidden_dim,
-        args.num_layers,
-        args.num_heads,
-        args.intermediate_dim,
-        args.dropout,
-        tokenizer.pad_id,
+        pad_token_id=tokenizer.pad_id,
+        **example_common.model_size(args),
     )
     head = build_mlm_head(args.hidden_dim, tokenizer.vocabulary_size)
     model = build_mlm_model(backbone, head, masker.max_predictions)
@@ -630,23 +560,17 @@ def run(args, corpus=None):
         f"({masker.max_predictions} masked per sequence), "
         f"{validation_steps} held-out batches"
     )
-    start = time.perf_counter()
-    history = model.fit(
+    history, seconds["train"] = example_common.timed_fit(
+        model,
         train,
-        epochs=args.epochs,
-        validation_data=validation,
+        validation,
+        args.epochs,
+        args.verbose,
         shuffle=False,  # The pipeline shuffles the passages itself.
-        verbose=args.verbose,
     )
-    seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    loss, accuracy = model.evaluate(validation, verbose=0)
-    evaluation = {
-        "loss": float(loss),
-        "accuracy": float(accuracy),
-        "perplexity": float(math.exp(min(loss, 50.0))),
-    }
+    evaluation = example_common.evaluate(model, validation)
     print(
         "Held-out masked LM (fixed masking): loss {loss:.3f}, accuracy "
         "{accuracy:.3f}, perplexity {perplexity:.1f}".format(**evaluation)
@@ -677,17 +601,15 @@ def run(args, corpus=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    started = time.perf_counter()
-    try:
-        corpus = load(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    result = run(args, corpus)
-    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
-    print(f"Done in {time.perf_counter() - started:.0f}s ({stages})")
-    return 0
+    """Runs the job the command line asks for.
+
+    Args:
+        argv: list of str, or `None` for `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0, or 2 on a bad corpus (nothing written).
+    """
+    return example_common.run_from_command_line(parse_args(argv), load, run)
 
 
 if __name__ == "__main__":

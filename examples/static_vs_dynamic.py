@@ -27,7 +27,6 @@ Run: `python examples/static_vs_dynamic.py [--quick] [--seeds N]
 The defaults took 18 minutes on 2 CPU cores; `--quick` about 1.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -37,20 +36,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_dynmask.data import load_corpus
 from keras_dynmask.data import mask_dataset
 from keras_dynmask.static_masking import epoch_order
 from keras_dynmask.static_masking import materialize_static_masks
 from keras_dynmask.static_masking import static_masked_dataset
-from keras_dynmask.tokenizer import WordPieceTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import example_common  # noqa: E402  (flags, corpus, tokenizer, errors)
 import pretrain_mlm  # noqa: E402  (the encoder, packing and masker it uses)
 
 DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "results",
-    "static_vs_dynamic",
+    example_common.REPOSITORY_ROOT, "results", "static_vs_dynamic"
 )
 # One masking of the validation split, for every arm and every seed.
 EVALUATION_SEED = 20190726
@@ -80,13 +76,7 @@ def parse_args(argv=None):
     Returns:
         An `argparse.Namespace` (with `--quick` applied).
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
-    source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
+    parser = example_common.new_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -110,51 +100,42 @@ def parse_args(argv=None):
         default=512,
         help="cap on packed held-out sequences",
     )
-    parser.add_argument(
-        "--max-passages", type=int, default=None, help="cap on corpus passages"
+    example_common.add_max_passages_flag(parser)
+    example_common.add_model_flags(
+        parser,
+        vocabulary_size=2000,
+        sequence_length=64,
+        hidden_dim=64,
+        intermediate_dim=256,
+        dropout=0.1,
+        learning_rate=1e-3,
     )
-    parser.add_argument("--vocabulary-size", type=int, default=2000)
-    parser.add_argument("--sequence-length", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=64)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--intermediate-dim", type=int, default=256)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--mask-rate", type=float, default=0.15)
-    parser.add_argument(
-        "--verbose",
-        type=int,
-        default=1,
-        choices=(0, 1, 2),
-        help="Keras: 1 progress bar, 2 one line per epoch",
-    )
+    example_common.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         defaults = {action.dest: action.default for action in parser._actions}
         for name, value in QUICK.items():
             if getattr(args, name) == defaults[name]:
                 setattr(args, name, value)
-    for flag in (
-        "seeds",
-        "epochs",
-        "dupe_factor",
-        "train_sequences",
-        "validation_sequences",
-        "vocabulary_size",
-        "batch_size",
-        "hidden_dim",
-        "num_layers",
-        "num_heads",
-        "intermediate_dim",
-    ):
-        if getattr(args, flag) < 1:
-            parser.error(
-                f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}"
-            )
-    if args.sequence_length < 8:
-        parser.error(f"--sequence-length must be >= 8, got {args.sequence_length}")
+    example_common.require_at_least_one(
+        parser,
+        args,
+        (
+            "seeds",
+            "epochs",
+            "dupe_factor",
+            "train_sequences",
+            "validation_sequences",
+            "vocabulary_size",
+            "batch_size",
+            "hidden_dim",
+            "num_layers",
+            "num_heads",
+            "intermediate_dim",
+        ),
+    )
+    example_common.require_sequence_length(parser, args)
     if args.batch_size > args.train_sequences:
         parser.error(
             f"--batch-size ({args.batch_size}) must be at most "
@@ -257,12 +238,8 @@ def fresh_encoder(tokenizer, seed, total_steps, args, reuse=None):
     model = pretrain_mlm.build_encoder(
         tokenizer.vocabulary_size,
         args.sequence_length,
-        args.hidden_dim,
-        args.num_layers,
-        args.num_heads,
-        args.intermediate_dim,
-        args.dropout,
-        tokenizer.pad_id,
+        pad_token_id=tokenizer.pad_id,
+        **example_common.model_size(args),
     )
     if reuse is None:
         pretrain_mlm.compile_encoder(model, args.learning_rate, total_steps)
@@ -307,15 +284,9 @@ def train_one(arm, dupe, seed, train_rows, validation, tokenizer, args, model=No
         train = static_masked_dataset(static, args.batch_size, args.epochs, seed)
     train = train.prefetch(tf.data.AUTOTUNE)
     model = fresh_encoder(tokenizer, seed, steps * args.epochs, args, reuse=model)
-    start = time.perf_counter()
-    history = model.fit(
-        train,
-        epochs=args.epochs,
-        steps_per_epoch=steps,
-        validation_data=validation,
-        verbose=args.verbose,
+    history, seconds = example_common.timed_fit(
+        model, train, validation, args.epochs, args.verbose, steps_per_epoch=steps
     )
-    seconds = time.perf_counter() - start
     return {
         "loss": [float(v) for v in history.history["loss"]],
         "val_loss": [float(v) for v in history.history["val_loss"]],
@@ -440,17 +411,10 @@ def run(args):
         `"history_path"`.
     """
     started = time.perf_counter()
-    corpus = load_corpus(
-        text_files=args.text_files,
-        tfds=args.tfds,
-        max_words=args.sequence_length // 2,
-        max_passages=args.max_passages,
-    )
+    corpus = example_common.load_corpus_from_flags(args, args.sequence_length // 2)
     print(corpus)
-    tokenizer = WordPieceTokenizer.learn(
-        corpus.dataset("train"),
-        vocabulary_size=args.vocabulary_size,
-        sequence_length=args.sequence_length,
+    tokenizer = example_common.learn_tokenizer(
+        corpus, args.vocabulary_size, args.sequence_length, verbose=False
     )
     train_rows = subset(
         packed_rows(corpus.dataset("train"), tokenizer, args.sequence_length),
@@ -533,12 +497,19 @@ def run(args):
 
 
 def main(argv=None):
+    """Runs the study the command line asks for.
+
+    Args:
+        argv: list of str, or `None` for `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0, or 2 on a bad corpus or too little text.
+    """
     args = parse_args(argv)
     try:
         run(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except example_common.BAD_INPUT_ERRORS as error:
+        return example_common.report_bad_input(error)
     return 0
 
 

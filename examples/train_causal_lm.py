@@ -22,12 +22,8 @@ Run: `python examples/train_causal_lm.py [--epochs N] [--seed S]
 [--text-files GLOB | --tfds NAME] [--output DIR]`.
 """
 
-import argparse
-import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import keras
@@ -35,16 +31,11 @@ import tensorflow as tf
 
 from keras_dynmask import CausalMask
 from keras_dynmask import PaddingMask
-from keras_dynmask.data import load_corpus
-from keras_dynmask.tokenizer import WordPieceTokenizer
 
+import example_common
 import transformer_blocks
 
-DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "saved_models",
-    "causal_lm",
-)
+DEFAULT_OUTPUT = os.path.join(example_common.REPOSITORY_ROOT, "saved_models", "causal_lm")
 PROMPTS = ["Return the", "This module provides", "If the file"]
 
 
@@ -57,44 +48,22 @@ def parse_args(argv=None):
     Returns:
         An `argparse.Namespace`.
     """
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
-    source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument(
-        "--output",
-        default=DEFAULT_OUTPUT,
-        help="model directory; the SavedModel goes to OUTPUT/VERSION",
-    )
-    parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--vocabulary-size", type=int, default=4000)
-    parser.add_argument("--sequence-length", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--intermediate-dim", type=int, default=512)
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser = example_common.new_parser(__doc__.split("\n\n")[0])
+    example_common.add_export_job_flags(parser, epochs=6, output=DEFAULT_OUTPUT)
+    example_common.add_model_flags(parser, sequence_length=64)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--max-passages", type=int, default=None)
-    parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    example_common.add_max_passages_flag(parser)
+    example_common.add_steps_per_epoch_flag(parser)
+    example_common.add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    for flag in ("epochs", "vocabulary_size", "batch_size", "top_k", "max_new_tokens"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.sequence_length < 8:
-        parser.error("--sequence-length must be >= 8")
+    example_common.require_at_least_one(
+        parser, args, ("epochs", "vocabulary_size", "batch_size", "top_k", "max_new_tokens")
+    )
+    example_common.require_sequence_length(parser, args)
     if args.temperature <= 0:
-        parser.error("--temperature must be > 0")
+        parser.error(f"--temperature must be > 0, got {args.temperature}")
     return args
 
 
@@ -224,22 +193,17 @@ def build_decoder(
 
 
 def compile_decoder(model, learning_rate, total_steps):
-    """AdamW, warm-up then cosine decay; mean loss over weighted tokens."""
-    warmup = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, total_steps - warmup),
-        warmup_target=learning_rate,
-        warmup_steps=warmup,
-        alpha=0.1,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    """AdamW, warm-up then cosine decay; mean loss over weighted tokens.
+
+    The recipe of `pretrain_mlm.compile_model`
+    (`example_common.compile_language_model`).
+
+    Args:
+        model: from `build_decoder`.
+        learning_rate: float, the peak learning rate.
+        total_steps: int, training steps of the whole run.
+    """
+    example_common.compile_language_model(model, learning_rate, total_steps)
 
 
 # Inference: the graphs the export serves.
@@ -354,8 +318,9 @@ def generate(
 def export_for_serving(model, tokenizer, directory, args):
     """Writes the SavedModel: `serving_default` (= `generate`), `next_token`.
 
-    Written to a temporary folder and moved into place when complete, like
-    `pretrain_mlm.export_for_serving`.
+    Written to a temporary folder and moved into place when complete, with
+    the vocabulary in `assets.extra/vocab.txt`, like
+    `pretrain_mlm.export_for_serving` (`example_common.write_saved_model`).
 
     Args:
         model: the trained decoder.
@@ -366,64 +331,50 @@ def export_for_serving(model, tokenizer, directory, args):
     Returns:
         `directory`.
     """
-    directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
 
-        def serve_generate(text, seed=tf.constant([], tf.int64)):
-            return generate(
-                model,
-                tokenizer,
-                text,
-                args.sequence_length,
-                args.max_new_tokens,
-                args.top_k,
-                args.temperature,
-                seed,
-            )
+    def serve_generate(text, seed=tf.constant([], tf.int64)):
+        return generate(
+            model,
+            tokenizer,
+            text,
+            args.sequence_length,
+            args.max_new_tokens,
+            args.top_k,
+            args.temperature,
+            seed,
+        )
 
-        archive.add_endpoint(
-            "serving_default",
-            serve_generate,
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="text"),
-                tf.TensorSpec([None], tf.int64, name="seed"),
-            ],
-        )
-        archive.add_endpoint(
-            "next_token",
-            lambda text: next_token(
-                model, tokenizer, text, args.sequence_length, args.top_k
-            ),
-            input_signature=[tf.TensorSpec([None], tf.string, name="text")],
-        )
-        archive.write_out(os.path.join(staging, "model"), verbose=False)
-        extra = os.path.join(staging, "model", "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        tokenizer.save_vocabulary(os.path.join(extra, "vocab.txt"))
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(os.path.join(staging, "model"), directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    archive.add_endpoint(
+        "serving_default",
+        serve_generate,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.int64, name="seed"),
+        ],
+    )
+    archive.add_endpoint(
+        "next_token",
+        lambda text: next_token(model, tokenizer, text, args.sequence_length, args.top_k),
+        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+    )
+    return example_common.write_saved_model(archive, tokenizer, directory)
 
 
 # The job.
 
 
 def load(args):
-    """The corpus the flags name (raises before anything is written)."""
-    return load_corpus(
-        text_files=args.text_files,
-        tfds=args.tfds,
-        max_words=args.sequence_length,
-        max_passages=args.max_passages,
-    )
+    """The corpus the flags name (raises before anything is written).
+
+    Args:
+        args: the `parse_args()` namespace.
+
+    Returns:
+        A `Corpus` of passages of at most `sequence_length` words.
+    """
+    return example_common.load_corpus_from_flags(args, args.sequence_length)
 
 
 def run(args, corpus=None):
@@ -442,10 +393,7 @@ def run(args, corpus=None):
     keras.utils.set_random_seed(args.seed)
     corpus = corpus or load(args)
     print(corpus)
-    tokenizer = WordPieceTokenizer.learn(
-        corpus.dataset("train"), vocabulary_size=args.vocabulary_size
-    )
-    print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
+    tokenizer = example_common.learn_tokenizer(corpus, args.vocabulary_size)
     train, steps = packed_examples(
         corpus.dataset("train"),
         tokenizer,
@@ -459,45 +407,27 @@ def run(args, corpus=None):
         args.sequence_length,
         min(args.batch_size, 8),
     )
-    if args.steps_per_epoch:
-        steps = min(steps, args.steps_per_epoch)
-        train = train.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
-    train = train.prefetch(tf.data.AUTOTUNE)
+    train, steps = example_common.capped_training_data(train, steps, args.steps_per_epoch)
     validation = validation.cache().prefetch(tf.data.AUTOTUNE)
     seconds["data"] = time.perf_counter() - start
 
     model = build_decoder(
         tokenizer.vocabulary_size,
         args.sequence_length,
-        args.hidden_dim,
-        args.num_layers,
-        args.num_heads,
-        args.intermediate_dim,
-        args.dropout,
-        tokenizer.pad_id,
+        pad_token_id=tokenizer.pad_id,
+        **example_common.model_size(args),
     )
     compile_decoder(model, args.learning_rate, steps * args.epochs)
     print(
         f"Decoder: {model.count_params():,} parameters; {steps} steps of "
         f"{args.batch_size}x{args.sequence_length} packed tokens per epoch"
     )
-    start = time.perf_counter()
-    history = model.fit(
-        train,
-        epochs=args.epochs,
-        validation_data=validation,
-        shuffle=False,
-        verbose=args.verbose,
+    history, seconds["train"] = example_common.timed_fit(
+        model, train, validation, args.epochs, args.verbose, shuffle=False
     )
-    seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    loss, accuracy = model.evaluate(validation, verbose=0)
-    evaluation = {
-        "loss": float(loss),
-        "accuracy": float(accuracy),
-        "perplexity": float(math.exp(min(loss, 50.0))),
-    }
+    evaluation = example_common.evaluate(model, validation)
     print(
         "Held-out next-token loss {loss:.3f}, accuracy {accuracy:.3f}, "
         "perplexity {perplexity:.1f}".format(**evaluation)
@@ -536,17 +466,15 @@ def run(args, corpus=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    started = time.perf_counter()
-    try:
-        corpus = load(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    result = run(args, corpus)
-    stages = ", ".join(f"{k} {v:.0f}s" for k, v in result["seconds"].items())
-    print(f"Done in {time.perf_counter() - started:.0f}s ({stages})")
-    return 0
+    """Runs the job the command line asks for.
+
+    Args:
+        argv: list of str, or `None` for `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0, or 2 on a bad corpus (nothing written).
+    """
+    return example_common.run_from_command_line(parse_args(argv), load, run)
 
 
 if __name__ == "__main__":

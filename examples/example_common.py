@@ -1,0 +1,433 @@
+"""What the training examples share: flags, corpus, training loop, export.
+
+`pretrain_mlm.py`, `train_causal_lm.py` and `static_vs_dynamic.py` take the
+same corpus and model-size flags, load and tokenize the corpus the same
+way, compile with the same optimizer recipe, and `pretrain_mlm.py` and
+`train_causal_lm.py` export and exit the same way. Each script keeps its
+own data pipeline, model and serving signatures; this module holds only
+the parts that are the same in all of them.
+"""
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_dynmask.data import load_corpus
+from keras_dynmask.tokenizer import WordPieceTokenizer
+
+# The repository's root: the default output folders lie below it.
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Errors of a bad corpus or bad flags: reported in one line, exit status 2.
+BAD_INPUT_ERRORS = (ValueError, FileNotFoundError)
+BAD_INPUT_EXIT_STATUS = 2
+
+
+# Flags.
+
+
+def new_parser(description):
+    """An argument parser that shows defaults and takes the corpus flags.
+
+    Args:
+        description: str, the first line of `--help`.
+
+    Returns:
+        An `argparse.ArgumentParser` with the mutually exclusive
+        `--text-files` and `--tfds` (neither: the standard library's
+        docstrings).
+    """
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--text-files", help="glob of UTF-8 text files to train on")
+    source.add_argument("--tfds", help="a tensorflow_datasets text data set name")
+    return parser
+
+
+def add_export_job_flags(parser, epochs, output):
+    """Adds `--epochs`, `--seed`, `--output` and `--version`.
+
+    The flags of a script that trains one model and exports it in TF
+    Serving's layout, `OUTPUT/VERSION`.
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+        epochs: int, the default `--epochs`.
+        output: str, the default `--output`.
+    """
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--output",
+        default=output,
+        help="model directory; the SavedModel goes to OUTPUT/VERSION",
+    )
+    parser.add_argument("--version", type=int, default=1)
+
+
+def add_model_flags(
+    parser,
+    vocabulary_size=4000,
+    sequence_length=128,
+    batch_size=32,
+    hidden_dim=128,
+    num_layers=2,
+    num_heads=4,
+    intermediate_dim=512,
+    dropout=0.0,
+    learning_rate=2e-3,
+):
+    """Adds the vocabulary, sequence, batch, model-size and learning-rate flags.
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+        vocabulary_size, sequence_length, batch_size, hidden_dim,
+            num_layers, num_heads, intermediate_dim, dropout,
+            learning_rate: the defaults of the flags of the same names.
+    """
+    parser.add_argument("--vocabulary-size", type=int, default=vocabulary_size)
+    parser.add_argument("--sequence-length", type=int, default=sequence_length)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--hidden-dim", type=int, default=hidden_dim)
+    parser.add_argument("--num-layers", type=int, default=num_layers)
+    parser.add_argument("--num-heads", type=int, default=num_heads)
+    parser.add_argument("--intermediate-dim", type=int, default=intermediate_dim)
+    parser.add_argument("--dropout", type=float, default=dropout)
+    parser.add_argument("--learning-rate", type=float, default=learning_rate)
+
+
+def add_max_passages_flag(parser):
+    """Adds `--max-passages` (default: the whole corpus).
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+    """
+    parser.add_argument(
+        "--max-passages",
+        type=int,
+        default=None,
+        help="use at most this many passages of the corpus",
+    )
+
+
+def add_steps_per_epoch_flag(parser):
+    """Adds `--steps-per-epoch` (default: one pass over the data).
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+    """
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="cap on training steps per epoch; None: one full pass",
+    )
+
+
+def add_verbose_flag(parser):
+    """Adds `--verbose`, Keras' `fit` verbosity (0, 1 or 2; default 1).
+
+    Args:
+        parser: an `argparse.ArgumentParser`.
+    """
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras: 1 progress bar, 2 one line per epoch",
+    )
+
+
+def require_at_least_one(parser, args, flags):
+    """Exits through `parser.error` unless each named flag is >= 1.
+
+    Args:
+        parser: the `argparse.ArgumentParser` that parsed `args`.
+        args: the parsed `argparse.Namespace`.
+        flags: iterable of attribute names, e.g. `("epochs", "batch_size")`.
+    """
+    for flag in flags:
+        value = getattr(args, flag)
+        if value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+
+
+def require_sequence_length(parser, args, minimum=8):
+    """Exits through `parser.error` unless `--sequence-length` >= `minimum`.
+
+    Args:
+        parser: the `argparse.ArgumentParser` that parsed `args`.
+        args: the parsed `argparse.Namespace`.
+        minimum: int, the shortest sequence length allowed.
+    """
+    if args.sequence_length < minimum:
+        parser.error(
+            f"--sequence-length must be >= {minimum}, got {args.sequence_length}"
+        )
+
+
+def model_size(args):
+    """The model-size flags as keyword arguments of the examples' builders.
+
+    Args:
+        args: a namespace with the flags of `add_model_flags`.
+
+    Returns:
+        A dict: `hidden_dim`, `num_layers`, `num_heads`,
+        `intermediate_dim`, `dropout`.
+    """
+    return {
+        "hidden_dim": args.hidden_dim,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+        "intermediate_dim": args.intermediate_dim,
+        "dropout": args.dropout,
+    }
+
+
+# Corpus and tokenizer.
+
+
+def load_corpus_from_flags(args, max_words):
+    """The corpus the flags name; raises before anything is written.
+
+    Args:
+        args: a namespace with `text_files`, `tfds` and `max_passages`.
+        max_words: int, the longest passage in words.
+
+    Returns:
+        A `keras_dynmask.data.Corpus`.
+    """
+    return load_corpus(
+        text_files=args.text_files,
+        tfds=args.tfds,
+        max_words=max_words,
+        max_passages=args.max_passages,
+    )
+
+
+def learn_tokenizer(corpus, vocabulary_size, sequence_length=None, verbose=True):
+    """A WordPiece tokenizer learned from the corpus's training split.
+
+    Args:
+        corpus: a `keras_dynmask.data.Corpus`.
+        vocabulary_size: int, the vocabulary size wanted.
+        sequence_length: `None` or int, the length the tokenizer pads and
+            truncates its calls to.
+        verbose: whether to print the vocabulary's size.
+
+    Returns:
+        A `WordPieceTokenizer`.
+    """
+    tokenizer = WordPieceTokenizer.learn(
+        corpus.dataset("train"),
+        vocabulary_size=vocabulary_size,
+        sequence_length=sequence_length,
+    )
+    if verbose:
+        print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
+    return tokenizer
+
+
+# Training.
+
+
+def compile_language_model(model, learning_rate, total_steps):
+    """AdamW with warm-up and cosine decay; loss at the weighted tokens.
+
+    A tenth of the steps warm the learning rate up from 0 to
+    `learning_rate`; the rest decay it to a tenth. The loss is
+    `reduction="mean_with_sample_weight"`: it divides by the summed sample
+    weights (the masked, or the predicted, tokens; padding weighs 0), so it
+    is the mean cross-entropy per token that counts.
+
+    Args:
+        model: a `keras.Model` returning logits.
+        learning_rate: float, the peak learning rate.
+        total_steps: int, training steps of the whole run.
+    """
+    warmup = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=max(1, total_steps - warmup),
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+        alpha=0.1,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def capped_training_data(train, steps, steps_per_epoch=None):
+    """Caps the batches of an epoch and prefetches them.
+
+    Args:
+        train: a `tf.data.Dataset` of training batches, one epoch.
+        steps: int, the batches in one pass over it.
+        steps_per_epoch: `None` or int, a cap on the batches per epoch.
+
+    Returns:
+        `(dataset, steps)`: the batches, with their count visible to Keras
+        (progress bars with a total), and that count.
+    """
+    if steps_per_epoch:
+        steps = min(steps, steps_per_epoch)
+        train = train.take(steps)
+    train = train.apply(tf.data.experimental.assert_cardinality(steps))
+    return train.prefetch(tf.data.AUTOTUNE), steps
+
+
+def timed_fit(model, train, validation, epochs, verbose, **fit_kwargs):
+    """`model.fit` with held-out data, timed.
+
+    Args:
+        model: a compiled `keras.Model`.
+        train: the training `tf.data.Dataset`.
+        validation: the held-out `tf.data.Dataset`.
+        epochs: int.
+        verbose: int, Keras' verbosity.
+        **fit_kwargs: more `fit` arguments, e.g. `steps_per_epoch`.
+
+    Returns:
+        `(history, seconds)`: the `keras.callbacks.History` and the wall
+        time of the fit.
+    """
+    start = time.perf_counter()
+    history = model.fit(
+        train,
+        epochs=epochs,
+        validation_data=validation,
+        verbose=verbose,
+        **fit_kwargs,
+    )
+    return history, time.perf_counter() - start
+
+
+def evaluate(model, dataset):
+    """Held-out loss, accuracy and perplexity.
+
+    Args:
+        model: a model compiled by `compile_language_model`.
+        dataset: `(x, y, sample_weight)` batches.
+
+    Returns:
+        A dict of floats: `"loss"`, `"accuracy"`, `"perplexity"`
+        (`exp(loss)`, the loss capped at 50).
+    """
+    loss, accuracy = model.evaluate(dataset, verbose=0)
+    return {
+        "loss": float(loss),
+        "accuracy": float(accuracy),
+        "perplexity": float(math.exp(min(loss, 50.0))),
+    }
+
+
+# Export.
+
+
+def write_saved_model(archive, tokenizer, directory):
+    """Writes an export archive to `directory`, complete or not at all.
+
+    The SavedModel is written to a temporary folder beside `directory` and
+    moved into place when complete, so `directory` never holds a partial
+    export (TF Serving watches these folders); an earlier export there is
+    replaced. The vocabulary is written to `assets.extra/vocab.txt` for
+    clients that want to decode ids.
+
+    Args:
+        archive: a `keras.export.ExportArchive` with its endpoints added.
+        tokenizer: the `WordPieceTokenizer` whose vocabulary goes along.
+        directory: the version folder, e.g. `saved_models/mlm_encoder/1`.
+
+    Returns:
+        `directory`, made absolute.
+    """
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        model_dir = os.path.join(staging, "model")
+        archive.write_out(model_dir, verbose=False)
+        extra = os.path.join(model_dir, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        tokenizer.save_vocabulary(os.path.join(extra, "vocab.txt"))
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(model_dir, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+# The command line.
+
+
+def report_bad_input(error):
+    """Prints `error: ...` to stderr.
+
+    Args:
+        error: the exception.
+
+    Returns:
+        `BAD_INPUT_EXIT_STATUS`, for `main` to return.
+    """
+    print(f"error: {error}", file=sys.stderr)
+    return BAD_INPUT_EXIT_STATUS
+
+
+def format_stages(seconds):
+    """`"corpus 3s, train 95s"`: seconds per stage, in the order run.
+
+    Args:
+        seconds: dict stage name -> seconds.
+
+    Returns:
+        A str.
+    """
+    return ", ".join(f"{stage} {value:.0f}s" for stage, value in seconds.items())
+
+
+def run_from_command_line(args, load, run, done_message="Done in"):
+    """The `main` of a training script: load, run, print the time taken.
+
+    The corpus is loaded first, so a bad corpus is reported (exit status
+    2) before anything is written.
+
+    Args:
+        args: the parsed flags.
+        load: function `args -> corpus`; raises one of `BAD_INPUT_ERRORS`
+            on a bad corpus.
+        run: function `(args, corpus) -> result`, the result a dict with
+            `"seconds"` (stage name -> seconds).
+        done_message: str, what the closing line starts with.
+
+    Returns:
+        The exit status: 0, or 2 on a bad corpus.
+    """
+    started = time.perf_counter()
+    try:
+        corpus = load(args)
+    except BAD_INPUT_ERRORS as error:
+        return report_bad_input(error)
+    result = run(args, corpus)
+    print(
+        f"{done_message} {time.perf_counter() - started:.0f}s "
+        f"({format_stages(result['seconds'])})"
+    )
+    return 0
