@@ -148,6 +148,44 @@ def add_verbose_flag(parser):
     )
 
 
+def add_training_job_flags(parser, epochs, output, sequence_length):
+    """Adds the flags of a script that trains one model and exports it.
+
+    `add_export_job_flags`, `add_model_flags` (with the common defaults
+    but `sequence_length`), `--max-passages`, `--steps-per-epoch` and
+    `--verbose`; the script adds its own flags after these.
+
+    Args:
+        parser: an `argparse.ArgumentParser`, from `new_parser`.
+        epochs: int, the default `--epochs`.
+        output: str, the default `--output`.
+        sequence_length: int, the default `--sequence-length`.
+    """
+    add_export_job_flags(parser, epochs, output)
+    add_model_flags(parser, sequence_length=sequence_length)
+    add_max_passages_flag(parser)
+    add_steps_per_epoch_flag(parser)
+    add_verbose_flag(parser)
+
+
+def parse_and_check(parser, argv, positive_flags):
+    """Parses `argv`; exits through `parser.error` on a bad value.
+
+    Args:
+        parser: an `argparse.ArgumentParser` with the `add_model_flags`.
+        argv: list of str, or `None` for `sys.argv[1:]`.
+        positive_flags: attribute names of the flags that must be >= 1.
+
+    Returns:
+        The `argparse.Namespace`, with each of `positive_flags` >= 1 and
+        `sequence_length` >= 8.
+    """
+    args = parser.parse_args(argv)
+    require_at_least_one(parser, args, positive_flags)
+    require_sequence_length(parser, args)
+    return args
+
+
 def require_at_least_one(parser, args, flags):
     """Exits through `parser.error` unless each named flag is >= 1.
 
@@ -196,6 +234,22 @@ def model_size(args):
 
 
 # Corpus and tokenizer.
+
+
+def shuffle_passages(texts, shuffle_seed):
+    """The passages in a new order on every pass, or as they are.
+
+    Args:
+        texts: a `tf.data.Dataset` of scalar strings, of known cardinality.
+        shuffle_seed: `None` (keep the order) or int.
+
+    Returns:
+        A `tf.data.Dataset` of the same strings.
+    """
+    if shuffle_seed is None:
+        return texts
+    passages = int(texts.cardinality())
+    return texts.shuffle(passages, seed=shuffle_seed, reshuffle_each_iteration=True)
 
 
 def load_corpus_from_flags(args, max_words):
@@ -338,6 +392,14 @@ def evaluate(model, dataset):
 
 
 # Export.
+
+# Input signatures of the exported endpoints: a batch of texts, and
+# optionally a seed (`[]` for fresh randomness, `[2]` to reproduce).
+TEXT_SIGNATURE = [tf.TensorSpec([None], tf.string, name="text")]
+TEXT_AND_SEED_SIGNATURE = [
+    tf.TensorSpec([None], tf.string, name="text"),
+    tf.TensorSpec([None], tf.int64, name="seed"),
+]
 
 
 def write_saved_model(archive, tokenizer, directory):

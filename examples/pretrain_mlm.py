@@ -58,19 +58,14 @@ def parse_args(argv=None):
         An `argparse.Namespace`.
     """
     parser = example_common.new_parser(__doc__.split("\n\n")[0])
-    example_common.add_export_job_flags(parser, epochs=18, output=DEFAULT_OUTPUT)
-    example_common.add_model_flags(parser, sequence_length=128)
+    example_common.add_training_job_flags(
+        parser, epochs=18, output=DEFAULT_OUTPUT, sequence_length=128
+    )
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--top-k", type=int, default=5)
-    example_common.add_max_passages_flag(parser)
-    example_common.add_steps_per_epoch_flag(parser)
-    example_common.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    example_common.require_at_least_one(
-        parser, args, ("epochs", "vocabulary_size", "batch_size", "top_k", "version")
+    return example_common.parse_and_check(
+        parser, argv, ("epochs", "vocabulary_size", "batch_size", "top_k", "version")
     )
-    example_common.require_sequence_length(parser, args)
-    return args
 
 
 # Data.
@@ -98,9 +93,7 @@ def packed_dataset(
         `(dataset, steps)`: a `tf.data.Dataset` of int32 `[B,
         sequence_length]` batches and the number of batches in one pass.
     """
-    passages = int(texts.cardinality())
-    if shuffle_seed is not None:
-        texts = texts.shuffle(passages, seed=shuffle_seed, reshuffle_each_iteration=True)
+    texts = example_common.shuffle_passages(texts, shuffle_seed)
     sep = tokenizer.sep_id
 
     def tokenize(batch):
@@ -240,11 +233,9 @@ def build_backbone(
     x = transformer_blocks.embed(
         token_ids, vocabulary_size, sequence_length, hidden_dim, dropout, "embedding"
     )
-    for i in range(num_layers):
-        x = transformer_blocks.transformer_block(
-            x, attention_mask, num_heads, intermediate_dim, dropout, f"block_{i}"
-        )
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    x = transformer_blocks.transformer_stack(
+        x, attention_mask, num_layers, num_heads, intermediate_dim, dropout
+    )
     return keras.Model(token_ids, x, name="encoder")
 
 
@@ -459,19 +450,14 @@ def export_for_serving(backbone, head, tokenizer, masker, directory, top_k=5):
     archive.add_endpoint(
         "serving_default",
         lambda text: fill_mask(backbone, head, tokenizer, text, top_k),
-        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+        input_signature=example_common.TEXT_SIGNATURE,
     )
 
     def mask(text, seed=tf.constant([], tf.int64)):
         return serve_mask(masker, tokenizer, text, seed)
 
     archive.add_endpoint(
-        "mask",
-        mask,
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="text"),
-            tf.TensorSpec([None], tf.int64, name="seed"),
-        ],
+        "mask", mask, input_signature=example_common.TEXT_AND_SEED_SIGNATURE
     )
     return example_common.write_saved_model(archive, tokenizer, directory)
 
@@ -601,14 +587,7 @@ def run(args, corpus=None):
 
 
 def main(argv=None):
-    """Runs the job the command line asks for.
-
-    Args:
-        argv: list of str, or `None` for `sys.argv[1:]`.
-
-    Returns:
-        The exit status: 0, or 2 on a bad corpus (nothing written).
-    """
+    """Pre-trains and exports as `argv` asks; returns 0, or 2 on a bad corpus."""
     return example_common.run_from_command_line(parse_args(argv), load, run)
 
 

@@ -49,19 +49,15 @@ def parse_args(argv=None):
         An `argparse.Namespace`.
     """
     parser = example_common.new_parser(__doc__.split("\n\n")[0])
-    example_common.add_export_job_flags(parser, epochs=6, output=DEFAULT_OUTPUT)
-    example_common.add_model_flags(parser, sequence_length=64)
+    example_common.add_training_job_flags(
+        parser, epochs=6, output=DEFAULT_OUTPUT, sequence_length=64
+    )
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=0.8)
-    example_common.add_max_passages_flag(parser)
-    example_common.add_steps_per_epoch_flag(parser)
-    example_common.add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    example_common.require_at_least_one(
-        parser, args, ("epochs", "vocabulary_size", "batch_size", "top_k", "max_new_tokens")
+    args = example_common.parse_and_check(
+        parser, argv, ("epochs", "vocabulary_size", "batch_size", "top_k", "max_new_tokens")
     )
-    example_common.require_sequence_length(parser, args)
     if args.temperature <= 0:
         parser.error(f"--temperature must be > 0, got {args.temperature}")
     return args
@@ -92,9 +88,7 @@ def packed_examples(texts, tokenizer, sequence_length, batch_size, shuffle_seed=
         the next token belongs to another passage; and the number of batches
         in one pass.
     """
-    passages = int(texts.cardinality())
-    if shuffle_seed is not None:
-        texts = texts.shuffle(passages, seed=shuffle_seed, reshuffle_each_iteration=True)
+    texts = example_common.shuffle_passages(texts, shuffle_seed)
     chunk = 1024
 
     def tokenize(index, batch):
@@ -179,11 +173,9 @@ def build_decoder(
         "embedding",
         position_ids=position_ids,
     )
-    for i in range(num_layers):
-        x = transformer_blocks.transformer_block(
-            x, attention_mask, num_heads, intermediate_dim, dropout, f"block_{i}"
-        )
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+    x = transformer_blocks.transformer_stack(
+        x, attention_mask, num_layers, num_heads, intermediate_dim, dropout
+    )
     logits = keras.layers.Dense(vocabulary_size, name="lm_logits")(x)
     return keras.Model(
         {"token_ids": token_ids, "segment_ids": segment_ids, "position_ids": position_ids},
@@ -349,15 +341,12 @@ def export_for_serving(model, tokenizer, directory, args):
     archive.add_endpoint(
         "serving_default",
         serve_generate,
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="text"),
-            tf.TensorSpec([None], tf.int64, name="seed"),
-        ],
+        input_signature=example_common.TEXT_AND_SEED_SIGNATURE,
     )
     archive.add_endpoint(
         "next_token",
         lambda text: next_token(model, tokenizer, text, args.sequence_length, args.top_k),
-        input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+        input_signature=example_common.TEXT_SIGNATURE,
     )
     return example_common.write_saved_model(archive, tokenizer, directory)
 
@@ -466,14 +455,7 @@ def run(args, corpus=None):
 
 
 def main(argv=None):
-    """Runs the job the command line asks for.
-
-    Args:
-        argv: list of str, or `None` for `sys.argv[1:]`.
-
-    Returns:
-        The exit status: 0, or 2 on a bad corpus (nothing written).
-    """
+    """Trains and exports as `argv` asks; returns 0, or 2 on a bad corpus."""
     return example_common.run_from_command_line(parse_args(argv), load, run)
 
 

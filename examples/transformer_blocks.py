@@ -136,6 +136,27 @@ def transformer_block(x, attention_mask, num_heads, intermediate_dim, dropout, n
     return keras.layers.Add(name=f"{name}_mlp_residual")([x, h])
 
 
+def transformer_stack(x, attention_mask, num_layers, num_heads, intermediate_dim, dropout):
+    """`num_layers` Transformer blocks, then the final layer norm.
+
+    Args:
+        x: symbolic `[B, T, dim]` embeddings (from `embed`).
+        attention_mask: symbolic bool `[B, T, T]`, shared by every block.
+        num_layers: int, blocks (named `block_0`, `block_1`, ...).
+        num_heads: int, attention heads per block.
+        intermediate_dim: int, width of each block's MLP.
+        dropout: float, dropout rate.
+
+    Returns:
+        Symbolic `[B, T, dim]` hidden states, normalised (`final_norm`).
+    """
+    for i in range(num_layers):
+        x = transformer_block(
+            x, attention_mask, num_heads, intermediate_dim, dropout, f"block_{i}"
+        )
+    return keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
+
+
 @keras.saving.register_keras_serializable(package="keras_dynmask_examples")
 class GatherPositions(keras.layers.Layer):
     """Picks the hidden states at given positions of each sequence.
