@@ -1,7 +1,14 @@
-"""The example scripts import their siblings, as they do when run."""
+"""The example scripts import their siblings, as they do when run.
 
+Fixtures the example tests share: tiny training flags and runs, and
+checks of an export from outside this repository.
+"""
+
+import json
 import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -30,3 +37,106 @@ _TINY = [
 def tiny_flags():
     """Command-line flags for a seconds-long run of an example."""
     return list(_TINY)
+
+
+@pytest.fixture(scope="session")
+def train_tiny(tmp_path_factory, tiny_flags):
+    """Trains an example script for seconds, exporting to a fresh folder.
+
+    Returns:
+        A function `(script, model_name, *flags) -> result`: runs
+        `script.run(script.parse_args(...))` on the tiny flags plus `flags`,
+        with `--output` a new temporary `.../model_name`, and returns what
+        `run` returns.
+    """
+
+    def train(script, model_name, *flags):
+        output = tmp_path_factory.mktemp("saved_models") / model_name
+        args = script.parse_args(tiny_flags + ["--output", str(output), *flags])
+        return script.run(args)
+
+    return train
+
+
+# Refuses to import the named modules, then imports TensorFlow and
+# tensorflow_text: what a serving process outside this repository has.
+_WITHOUT_MODULES = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    BLOCKED = {blocked!r}
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(name + " is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, Blocked())
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+    """
+)
+
+# The package and the example code: an export must be served without them.
+PROJECT_MODULES = (
+    "keras_dynmask",
+    "example_common",
+    "pretrain_mlm",
+    "train_causal_lm",
+    "transformer_blocks",
+    "serving_client",
+)
+
+
+@pytest.fixture(scope="session")
+def run_in_plain_tensorflow():
+    """Runs a script in a fresh interpreter without the project's modules.
+
+    Returns:
+        A function `(script, export_dir, *argv) -> answer`: runs `script`
+        (Python source; `tf`, `json` and `sys` are imported for it and
+        `BLOCKED` names the refused modules) with `sys.argv[1:]` =
+        `[export_dir, *argv]`, in the export's parent folder and with an
+        empty `PYTHONPATH`, so neither `keras_dynmask` nor the example
+        scripts can be imported; asserts it exits 0 and returns the JSON of
+        its last line of output.
+    """
+
+    def run(script, export_dir, *argv):
+        source = _WITHOUT_MODULES.format(blocked=PROJECT_MODULES) + textwrap.dedent(script)
+        completed = subprocess.run(
+            [sys.executable, "-c", source, export_dir, *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=os.path.dirname(export_dir),
+            env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def saved_model_cli_show():
+    """`saved_model_cli show --all` of an export.
+
+    Returns:
+        A function `export_dir -> str`, the command's output; asserts that
+        it exits 0.
+    """
+
+    def show(export_dir):
+        cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+        completed = subprocess.run(
+            [cli, "show", "--all", "--dir", export_dir],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return completed.stdout
+
+    return show

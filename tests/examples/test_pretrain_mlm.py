@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -23,23 +20,9 @@ LONG_TEXT = (
 )
 
 # Runs in a fresh interpreter that cannot import keras_dynmask nor the
-# example code: only tensorflow and tensorflow_text serve the export.
-SERVE = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    BLOCKED = ("keras_dynmask", "pretrain_mlm", "transformer_blocks", "serving_client")
-
-    class Blocked(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(name + " is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, Blocked())
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401
-
+# example code (`run_in_plain_tensorflow`): only tensorflow and
+# tensorflow_text serve the export.
+SERVE = """
     export_dir, texts, long_text = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     loaded = tf.saved_model.load(export_dir)
     fill = loaded.signatures["serving_default"](text=tf.constant(texts))
@@ -64,29 +47,19 @@ SERVE = textwrap.dedent(
         "mask": {name: plain(out) for name, out in calls.items()},
         "modules": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
     }, default=bytes.decode))
-    """
-)
+"""
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_flags):
-    output = tmp_path_factory.mktemp("saved_models") / "mlm_encoder"
-    args = pretrain_mlm.parse_args(tiny_flags + ["--output", str(output), "--top-k", "3"])
-    return pretrain_mlm.run(args)
+def trained(train_tiny):
+    return train_tiny(pretrain_mlm, "mlm_encoder", "--top-k", "3")
 
 
 @pytest.fixture(scope="module")
-def served(trained):
-    completed = subprocess.run(
-        [sys.executable, "-c", SERVE, trained["export_dir"], json.dumps(TEXTS), LONG_TEXT],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=os.path.dirname(trained["export_dir"]),
-        env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+def served(trained, run_in_plain_tensorflow):
+    return run_in_plain_tensorflow(
+        SERVE, trained["export_dir"], json.dumps(TEXTS), LONG_TEXT
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def test_trains_evaluates_and_writes_tf_serving_layout(trained):
@@ -170,16 +143,8 @@ def test_mask_signature_seed_behaviour(trained, served):
     assert not np.array_equal(calls["default_1"]["mask"], calls["default_2"]["mask"])
 
 
-def test_saved_model_cli_lists_both_signatures(trained):
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    completed = subprocess.run(
-        [cli, "show", "--all", "--dir", trained["export_dir"]],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    out = completed.stdout
+def test_saved_model_cli_lists_both_signatures(trained, saved_model_cli_show):
+    out = saved_model_cli_show(trained["export_dir"])
     assert "signature_def['serving_default']" in out
     assert "signature_def['mask']" in out
     for name in ("inputs['text']", "inputs['seed']", "outputs['tokens']", "outputs['labels']"):

@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,22 +11,8 @@ import train_causal_lm
 
 PROMPTS = ["Return the", "If the file does not exist, raise"]
 
-SERVE = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    BLOCKED = ("keras_dynmask", "train_causal_lm", "transformer_blocks")
-
-    class Blocked(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(name + " is blocked in this process")
-            return None
-
-    sys.meta_path.insert(0, Blocked())
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401
-
+# Runs without keras_dynmask and the example code (`run_in_plain_tensorflow`).
+SERVE = """
     loaded = tf.saved_model.load(sys.argv[1])
     prompts = tf.constant(json.loads(sys.argv[2]))
     generate = loaded.signatures["serving_default"]
@@ -46,29 +29,17 @@ SERVE = textwrap.dedent(
         {k: {n: t.numpy().tolist() for n, t in v.items()} for k, v in out.items()},
         default=bytes.decode,
     ))
-    """
-)
+"""
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_flags):
-    output = tmp_path_factory.mktemp("saved_models") / "causal_lm"
-    flags = tiny_flags + ["--output", str(output), "--max-new-tokens", "6", "--top-k", "5"]
-    return train_causal_lm.run(train_causal_lm.parse_args(flags))
+def trained(train_tiny):
+    return train_tiny(train_causal_lm, "causal_lm", "--max-new-tokens", "6", "--top-k", "5")
 
 
 @pytest.fixture(scope="module")
-def served(trained):
-    completed = subprocess.run(
-        [sys.executable, "-c", SERVE, trained["export_dir"], json.dumps(PROMPTS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=os.path.dirname(trained["export_dir"]),
-        env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+def served(trained, run_in_plain_tensorflow):
+    return run_in_plain_tensorflow(SERVE, trained["export_dir"], json.dumps(PROMPTS))
 
 
 def test_packed_examples_keep_passages_apart(trained):
@@ -125,14 +96,8 @@ def test_next_token_equals_the_keras_model(trained, served):
         )
 
 
-def test_saved_model_cli_lists_both_signatures(trained):
-    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    out = subprocess.run(
-        [cli, "show", "--all", "--dir", trained["export_dir"]],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
+def test_saved_model_cli_lists_both_signatures(trained, saved_model_cli_show):
+    out = saved_model_cli_show(trained["export_dir"])
     assert "signature_def['serving_default']" in out
     assert "signature_def['next_token']" in out
 
