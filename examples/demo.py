@@ -76,14 +76,7 @@ def train_and_query(args, corpus):
 
 
 def main(argv=None):
-    """`make demo`: the job `argv` asks `pretrain_mlm.py` for, then queries.
-
-    Args:
-        argv: list of str, or `None` for `sys.argv[1:]`.
-
-    Returns:
-        The exit status: 0, or 2 on a bad corpus (nothing written).
-    """
+    """`make demo` with `pretrain_mlm.py`'s flags; returns 0, or 2."""
     return example_common.run_from_command_line(
         pretrain_mlm.parse_args(argv),
         pretrain_mlm.load,

@@ -497,14 +497,7 @@ def run(args):
 
 
 def main(argv=None):
-    """Runs the study the command line asks for.
-
-    Args:
-        argv: list of str, or `None` for `sys.argv[1:]`.
-
-    Returns:
-        The exit status: 0, or 2 on a bad corpus or too little text.
-    """
+    """Runs the study `argv` asks for; returns 0, or 2 on bad input."""
     args = parse_args(argv)
     try:
         run(args)
