@@ -292,7 +292,7 @@ def cap_selections(selected, max_predictions, seed):
 # The band of draws ranked in "exact" selection: the expected quantile plus
 # or minus this many standard deviations (+ a constant for tiny counts). A
 # row whose k-th smallest draw falls outside its band makes the batch fall
-# back to ranking every eligible token (about 1 batch in 10**3 of 256 x 512
+# back to ranking every eligible token (16 batches in 3,000 of 256 x 512
 # tokens).
 CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
