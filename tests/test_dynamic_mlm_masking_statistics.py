@@ -25,6 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
+from mlm_reference import expected_exact_count
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask.kernels import mlm_masking
 
@@ -85,15 +86,6 @@ def allowed_ids(config):
     return np.setdiff1d(np.arange(config["vocabulary_size"]), excluded_ids(config))
 
 
-def expected_exact_count(eligible_count, mask_rate, max_predictions):
-    """round(mask_rate * n) in float32, half to even (tf.round), >= 1, capped."""
-    n = np.asarray(eligible_count)
-    counts = np.round(np.float32(mask_rate) * n.astype(np.float32)).astype(np.int64)
-    counts = np.where(n > 0, np.maximum(counts, 1), 0)
-    counts = np.minimum(counts, n)
-    if max_predictions is not None:
-        counts = np.minimum(counts, max_predictions)
-    return counts
 
 
 def mixed_ids(rng, shape, config, excluded_share=0.1):
