@@ -242,53 +242,6 @@ def apply_actions(token_ids, selected, action_values, bits, thresholds, seed, pl
     return corrupted
 
 
-def rank_keys(shape, seed):
-    """Unique non-negative int64 keys: 31 random bits, then the position."""
-    random_part = tf.cast(
-        tf.bitwise.right_shift(uniform_bits(shape, seed, 32), tf.constant(1, tf.uint32)),
-        tf.int64,
-    )
-    positions = tf.cast(tf.range(shape[-1]), tf.int64)
-    return tf.bitwise.bitwise_or(
-        tf.bitwise.left_shift(random_part, tf.constant(32, tf.int64)), positions
-    )
-
-
-def keep_top_ranked(candidates, counts, seed):
-    """Keeps `counts[b]` candidates of row `b`, a uniformly random subset.
-
-    Args:
-        candidates: bool `[B, T]`.
-        counts: int32 `[B]`, each at most the row's number of candidates.
-        seed: shape-`[2]` seed for the ranking keys.
-    """
-    keys = rank_keys(tf.shape(candidates), seed)
-    keys = tf.where(candidates, keys, tf.constant(-1, tf.int64))
-    # One extra column of -1 keeps top_k's k >= 1 for empty rows and batches.
-    padded_keys = tf.pad(keys, [[0, 0], [0, 1]], constant_values=-1)
-    k = tf.maximum(tf.reduce_max(counts), 1)
-    top = tf.math.top_k(padded_keys, k=k).values
-    last_kept = tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
-    kept = tf.logical_and(candidates, keys >= last_kept[:, None])
-    return tf.logical_and(kept, (counts > 0)[:, None])
-
-
-def cap_selections(selected, max_predictions, seed):
-    """Keeps a uniformly random `max_predictions` of each row's selections.
-
-    Ranking costs a `top_k` over the batch, so it runs only when some row
-    holds more than `max_predictions` selections.
-    """
-    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
-    return tf.cond(
-        tf.reduce_any(counts > max_predictions),
-        lambda: keep_top_ranked(
-            selected, tf.minimum(counts, max_predictions), seed
-        ),
-        lambda: selected,
-    )
-
-
 # The band of draws ranked in "exact" selection: the expected quantile plus
 # or minus this many standard deviations (+ a constant for tiny counts). A
 # row whose k-th smallest draw falls outside its band makes the batch fall
@@ -339,6 +292,25 @@ def smallest_draws(candidates, draws, counts):
         tf.logical_and(tf.equal(draws, last_draw), positions <= last_position),
     )
     return tf.logical_and(candidates, kept)
+
+
+def cap_selections(selected, max_predictions, seed):
+    """Keeps a uniformly random `max_predictions` of each row's selections.
+
+    The kept ones are those with the smallest of one fresh 32-bit draw each
+    (`smallest_draws`, as "exact" selection ranks). Ranking runs only when
+    some row holds more than `max_predictions` selections.
+    """
+    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    return tf.cond(
+        tf.reduce_any(counts > max_predictions),
+        lambda: smallest_draws(
+            selected,
+            uniform_bits(tf.shape(selected), seed, 32),
+            tf.minimum(counts, max_predictions),
+        ),
+        lambda: selected,
+    )
 
 
 def exact_selection(eligible, counts, seed, eligible_count=None):

@@ -16,6 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from distribution_bounds import chi2_critical, normal_upper_quantile
+from mlm_reference import expected_exact_count
 from keras_dynmask.kernels import mlm_masking as K
 
 DTYPES = [tf.int32, tf.int64]
@@ -300,14 +301,6 @@ def test_apply_actions_threshold_semantics(bits, dtype):
 # exact_counts
 
 
-def exact_counts_reference(eligible_counts, mask_rate, max_predictions):
-    n = np.asarray(eligible_counts)
-    counts = np.round(np.float32(mask_rate) * n.astype(np.float32)).astype(np.int64)
-    counts = np.where(n > 0, np.maximum(counts, 1), 0)
-    counts = np.minimum(counts, n)
-    if max_predictions is not None:
-        counts = np.minimum(counts, max_predictions)
-    return counts
 
 
 def eligible_with_counts(counts, width):
@@ -324,7 +317,7 @@ def test_exact_counts_match_float32_round(mask_rate, max_predictions):
     got = K.exact_counts(eligible, mask_rate, max_predictions)
     assert got.dtype == tf.int32
     np.testing.assert_array_equal(
-        got.numpy(), exact_counts_reference(counts, mask_rate, max_predictions)
+        got.numpy(), expected_exact_count(counts, mask_rate, max_predictions)
     )
 
 
@@ -340,7 +333,13 @@ def test_exact_counts_round_half_to_even_and_at_least_one():
     )
 
 
-# keep_top_ranked
+# smallest_draws of fresh uniform draws: a uniformly random subset
+
+
+def keep_random_subset(candidates, counts, key):
+    """What `cap_selections` ranks with: `counts` candidates per row."""
+    draws = K.uniform_bits(tf.shape(candidates), key, 32)
+    return K.smallest_draws(candidates, draws, counts)
 
 
 @settings(deadline=None, max_examples=40)
@@ -351,14 +350,14 @@ def test_exact_counts_round_half_to_even_and_at_least_one():
     data=st.data(),
     key=st.integers(0, 2**31 - 1),
 )
-def test_keep_top_ranked_keeps_exactly_counts(batch, width, density, data, key):
+def test_random_subset_keeps_exactly_counts(batch, width, density, data, key):
     rng = np.random.default_rng(key)
     candidates = rng.random((batch, width)) < density
     available = candidates.sum(axis=1)
     counts = np.array(
         [data.draw(st.integers(0, int(a)), label="count") for a in available], np.int32
     )
-    kept = K.keep_top_ranked(
+    kept = keep_random_subset(
         tf.constant(candidates), tf.constant(counts), seed(key, 1)
     ).numpy()
     assert kept.shape == (batch, width)
@@ -366,39 +365,39 @@ def test_keep_top_ranked_keeps_exactly_counts(batch, width, density, data, key):
     np.testing.assert_array_equal(kept.sum(axis=1), counts)
 
 
-def test_keep_top_ranked_all_candidates_kept_when_count_is_all():
+def test_random_subset_all_candidates_kept_when_count_is_all():
     candidates = np.zeros((64, 48), bool)
     candidates[:, 3:40] = True
     candidates[::2, 10:20] = False
     counts = candidates.sum(axis=1).astype(np.int32)
-    kept = K.keep_top_ranked(tf.constant(candidates), tf.constant(counts), seed(2)).numpy()
+    kept = keep_random_subset(tf.constant(candidates), tf.constant(counts), seed(2)).numpy()
     np.testing.assert_array_equal(kept, candidates)
 
 
 @pytest.mark.parametrize("shape", [(3, 0), (0, 5), (0, 0)])
-def test_keep_top_ranked_empty_shapes(shape):
-    kept = K.keep_top_ranked(
+def test_random_subset_empty_shapes(shape):
+    kept = keep_random_subset(
         tf.zeros(shape, tf.bool), tf.zeros([shape[0]], tf.int32), seed(1)
     )
     assert kept.shape == shape and kept.dtype == tf.bool
 
 
-def test_keep_top_ranked_rows_without_candidates_or_with_zero_counts():
+def test_random_subset_rows_without_candidates_or_with_zero_counts():
     candidates = np.array([[False] * 6, [True] * 6, [True, False] * 3])
-    kept = K.keep_top_ranked(
+    kept = keep_random_subset(
         tf.constant(candidates), tf.constant([0, 0, 3]), seed(9)
     ).numpy()
     assert not kept[:2].any()
     np.testing.assert_array_equal(kept[2], candidates[2])
 
 
-def test_keep_top_ranked_subset_is_uniform():
+def test_random_subset_subset_is_uniform():
     rows, width, k = 20_000, 16, 5
     pattern = np.ones(width, bool)
     pattern[[0, 7, 15, 3]] = False  # 12 candidates per row
     n = int(pattern.sum())
     candidates = np.tile(pattern, (rows, 1))
-    kept = K.keep_top_ranked(
+    kept = keep_random_subset(
         tf.constant(candidates), tf.fill([rows], k), seed(11, 12)
     ).numpy()
     np.testing.assert_array_equal(kept.sum(axis=1), np.full(rows, k))
@@ -409,15 +408,6 @@ def test_keep_top_ranked_subset_is_uniform():
     bound = z * math.sqrt(rows * p * (1 - p))
     deviation = np.abs(frequency[pattern] - rows * p)
     assert deviation.max() <= bound, (frequency[pattern], rows * p, bound)
-
-
-def test_rank_keys_are_non_negative_and_unique_per_row():
-    keys = K.rank_keys(tf.constant([50, 300]), seed(13)).numpy()
-    assert keys.dtype == np.int64 and keys.shape == (50, 300)
-    # Non-negative: they must rank above the -1 that marks non-candidates.
-    assert keys.min() >= 0
-    assert all(len(np.unique(row)) == 300 for row in keys)
-    np.testing.assert_array_equal(keys & 0xFFFFFFFF, np.tile(np.arange(300), (50, 1)))
 
 
 # cap_selections
@@ -484,7 +474,7 @@ def test_smallest_draws_matches_numpy(batch, width, density, draw_range, data, k
 def exact_selection_case(key, batch=16, width=64):
     rng = np.random.default_rng(key)
     eligible = rng.random((batch, width)) < rng.random((batch, 1))
-    counts = exact_counts_reference(eligible.sum(axis=1), 0.15, None).astype(np.int32)
+    counts = expected_exact_count(eligible.sum(axis=1), 0.15, None).astype(np.int32)
     return tf.constant(eligible), tf.constant(counts)
 
 
@@ -594,7 +584,7 @@ def test_select_and_corrupt_invariants(dtype, selection, max_predictions):
         eligible = eligible_reference(ids.numpy(), plan.excluded_ids)
         np.testing.assert_array_equal(
             selected.numpy().sum(axis=1),
-            exact_counts_reference(eligible.sum(axis=1), 0.3, max_predictions),
+            expected_exact_count(eligible.sum(axis=1), 0.3, max_predictions),
         )
 
 
@@ -656,7 +646,7 @@ def test_select_and_corrupt_respects_valid(selection, max_predictions):
     check_select_and_corrupt(ids, corrupted, selected, plan, valid=valid)
     if selection == "exact":
         np.testing.assert_array_equal(
-            selected.numpy().sum(axis=1), exact_counts_reference(lengths, 0.9, None)
+            selected.numpy().sum(axis=1), expected_exact_count(lengths, 0.9, None)
         )
 
 
