@@ -415,7 +415,7 @@ class DynamicMLMMasking(MaskingLayer):
             selected = token_ids.with_flat_values(
                 tf.zeros_like(token_ids.flat_values, tf.bool)
             )
-            dense_shape = tf.shape(token_ids.to_tensor())
+            dense_shape = tf.cast(token_ids.bounding_shape(), tf.int32)
         else:
             selected = tf.zeros_like(token_ids, tf.bool)
             dense_shape = tf.shape(token_ids)
