@@ -30,6 +30,7 @@ Markdown table.
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,10 +39,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dynmask import DynamicMLMMasking  # noqa: E402
-from keras_dynmask.data import LocalDataService  # noqa: E402
-from keras_dynmask.data import load_corpus  # noqa: E402
 from keras_dynmask.data import masking_pipeline  # noqa: E402
-from keras_dynmask.tokenizer import WordPieceTokenizer  # noqa: E402
+from keras_dynmask.text import WordPieceTokenizer  # noqa: E402
+from keras_dynmask.tools.local_data_service import LocalDataService  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+from corpora import load_corpus  # noqa: E402
 
 SEED = 0
 WARMUP_BATCHES = 16

@@ -19,8 +19,10 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_dynmask.data import load_corpus
-from keras_dynmask.tokenizer import WordPieceTokenizer
+from keras_dynmask.text import WordPieceTokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from corpora import load_corpus  # noqa: E402  (the examples' corpora)
 
 # The repository's root: the default output folders lie below it.
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

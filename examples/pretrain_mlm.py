@@ -6,7 +6,7 @@ The whole job, raw text to a served model:
    download; or `--text-files GLOB`, or `--tfds NAME`), split train /
    validation;
 2. a WordPiece vocabulary learned from the training split, and an in-graph
-   tokenizer (`keras_dynmask.tokenizer.WordPieceTokenizer`);
+   tokenizer (`keras_dynmask.text.WordPieceTokenizer`);
 3. a `tf.data` pipeline: tokenize, pack passages into fixed-length
    sequences, and mask every batch afresh with `DynamicMLMMasking`
    (`keras_dynmask.data.mask_dataset`: different masks each epoch,
@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
 from keras_dynmask.data import mask_dataset
+from keras_dynmask.kernels.seeds import keyed_seed
 
 import example_common
 import transformer_blocks
@@ -190,8 +191,7 @@ def fixed_masking(dataset, masker, seed):
     """
 
     def mask(index, ids):
-        key = tf.stack([tf.constant(seed, tf.int64), index])
-        masked = masker(ids, training=True, seed=key)
+        masked = masker(ids, training=True, seed=keyed_seed(seed, index))
         return for_fit(masked) if masker.output_mode == "dict" else masked
 
     return dataset.enumerate().map(mask).cache()

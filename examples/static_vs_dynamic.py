@@ -12,7 +12,7 @@ seeds, under three masking schemes:
   epoch (`keras_dynmask.data.mask_dataset`).
 
 Static masks are really static: they are materialised once, before
-training, into arrays (`keras_dynmask.static_masking`), and training reads
+training, into arrays (`examples/static_masking.py`), and training reads
 them back. After every epoch each run is evaluated on one fixed masking of
 the validation split, identical for all arms and seeds.
 
@@ -37,11 +37,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dynmask.data import mask_dataset
-from keras_dynmask.static_masking import epoch_order
-from keras_dynmask.static_masking import materialize_static_masks
-from keras_dynmask.static_masking import static_masked_dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from static_masking import epoch_order  # noqa: E402
+from static_masking import materialize_static_masks  # noqa: E402
+from static_masking import static_masked_dataset  # noqa: E402
 import example_common  # noqa: E402  (flags, corpus, tokenizer, errors)
 import pretrain_mlm  # noqa: E402  (the encoder, packing and masker it uses)
 

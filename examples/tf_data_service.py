@@ -33,10 +33,12 @@ import tensorflow as tf  # noqa: E402
 
 from keras_dynmask import DynamicMLMMasking  # noqa: E402
 from keras_dynmask import MaskedLMModel  # noqa: E402
-from keras_dynmask.data import LocalDataService  # noqa: E402
 from keras_dynmask.data import distribute_masking  # noqa: E402
-from keras_dynmask.data import load_corpus  # noqa: E402
-from keras_dynmask.tokenizer import WordPieceTokenizer  # noqa: E402
+from keras_dynmask.text import WordPieceTokenizer  # noqa: E402
+from keras_dynmask.tools.local_data_service import LocalDataService  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from corpora import load_corpus  # noqa: E402
 
 
 def parse_args(argv=None):

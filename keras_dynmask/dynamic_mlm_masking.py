@@ -3,38 +3,19 @@
 import keras
 import tensorflow as tf
 
-from keras_dynmask.kernels import mlm_masking
-from keras_dynmask.kernels.seeds import fresh_seed
+from keras_dynmask import validation
+from keras_dynmask.kernels import corruption
+from keras_dynmask.kernels import formatting
+from keras_dynmask.kernels import seeds
+from keras_dynmask.kernels import selection as selection_kernels
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
+from keras_dynmask.masking_layer import map_values
 from keras_dynmask.masking_layer import to_tensor
 
 OUTPUT_MODES = ("ids", "fit", "dict")
 SELECTIONS = ("bernoulli", "exact")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name, value, low, high=None):
-    if not _is_int(value) or value < low or (high is not None and value >= high):
-        bound = f"[{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(
-            f"`{name}` must be an integer {bound}. Received: {name}={value!r}"
-        )
-
-
-def _check_rate(name, value, low_open=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (0 < value <= 1) if low_open else (0 <= value <= 1)
-    if not ok:
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise ValueError(
-            f"`{name}` must be a float in {interval}. Received: {name}={value!r}"
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_dynmask")
@@ -139,76 +120,38 @@ class DynamicMLMMasking(MaskingLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_int("vocabulary_size", vocabulary_size, 2)
-        _check_int("mask_token_id", mask_token_id, 0, vocabulary_size)
-        _check_rate("mask_rate", mask_rate, low_open=True)
-        _check_rate("mask_token_rate", mask_token_rate)
-        _check_rate("random_token_rate", random_token_rate)
-        if mask_token_rate + random_token_rate > 1 + 1e-9:
+        check = validation
+        self.vocabulary_size = check.as_int("vocabulary_size", vocabulary_size, 2)
+        self.mask_token_id = check.as_int(
+            "mask_token_id", mask_token_id, 0, self.vocabulary_size
+        )
+        self.mask_rate = check.as_float("mask_rate", mask_rate, 0, 1, low_open=True)
+        self.mask_token_rate = check.as_float("mask_token_rate", mask_token_rate, 0, 1)
+        self.random_token_rate = check.as_float(
+            "random_token_rate", random_token_rate, 0, 1
+        )
+        if self.mask_token_rate + self.random_token_rate > 1 + 1e-9:
             raise ValueError(
                 "`mask_token_rate + random_token_rate` must be at most 1. "
                 f"Received: mask_token_rate={mask_token_rate!r}, "
                 f"random_token_rate={random_token_rate!r}"
             )
-        if isinstance(special_token_ids, (str, bytes)) or not hasattr(
-            special_token_ids, "__iter__"
-        ):
-            raise ValueError(
-                "`special_token_ids` must be a list of ints. "
-                f"Received: special_token_ids={special_token_ids!r}"
-            )
-        special_token_ids = list(special_token_ids)
-        for token_id in special_token_ids:
-            if not _is_int(token_id) or not 0 <= token_id < vocabulary_size:
-                raise ValueError(
-                    "`special_token_ids` must hold ints in "
-                    f"[0, {vocabulary_size}). Received: "
-                    f"special_token_ids={special_token_ids!r}"
-                )
-        if pad_token_id is not None:
-            _check_int("pad_token_id", pad_token_id, 0, vocabulary_size)
-        if selection not in SELECTIONS:
-            raise ValueError(
-                f"`selection` must be one of {SELECTIONS}. "
-                f"Received: selection={selection!r}"
-            )
-        if max_predictions is not None:
-            _check_int("max_predictions", max_predictions, 1)
-        if output_mode not in OUTPUT_MODES:
-            raise ValueError(
-                f"`output_mode` must be one of {OUTPUT_MODES}. "
-                f"Received: output_mode={output_mode!r}"
-            )
-        if not _is_int(ignore_index):
-            raise ValueError(
-                f"`ignore_index` must be an int. Received: ignore_index={ignore_index!r}"
-            )
-        if seed is not None and not _is_int(seed):
-            raise ValueError(f"`seed` must be None or an int. Received: seed={seed!r}")
-        self.vocabulary_size = vocabulary_size
-        self.mask_token_id = mask_token_id
-        self.mask_rate = mask_rate
-        self.mask_token_rate = mask_token_rate
-        self.random_token_rate = random_token_rate
-        self.special_token_ids = special_token_ids
-        self.pad_token_id = pad_token_id
-        self.selection = selection
-        self.max_predictions = max_predictions
-        self.output_mode = output_mode
-        self.ignore_index = ignore_index
-        self.seed = seed
-        self.plan = mlm_masking.MLMMaskingPlan.build(
-            vocabulary_size=vocabulary_size,
-            mask_token_id=mask_token_id,
-            mask_rate=mask_rate,
-            mask_token_rate=mask_token_rate,
-            random_token_rate=random_token_rate,
-            special_token_ids=special_token_ids,
-            pad_token_id=pad_token_id,
-            selection=selection,
-            max_predictions=max_predictions,
+        self.special_token_ids = check.as_int_list(
+            "special_token_ids", special_token_ids, 0, self.vocabulary_size
         )
-        if random_token_rate > 0 and not self.plan.replacement_ids:
+        self.pad_token_id = check.as_int(
+            "pad_token_id", pad_token_id, 0, self.vocabulary_size, allow_none=True
+        )
+        self.selection = check.as_choice("selection", selection, SELECTIONS)
+        self.max_predictions = check.as_int(
+            "max_predictions", max_predictions, 1, allow_none=True
+        )
+        self.output_mode = check.as_choice("output_mode", output_mode, OUTPUT_MODES)
+        self.ignore_index = check.as_int("ignore_index", ignore_index)
+        self.seed = check.as_seed(seed)
+        if self.random_token_rate > 0 and not corruption.allowed_id_count(
+            self.vocabulary_size, self.excluded_ids
+        ):
             raise ValueError(
                 "`random_token_rate` > 0 needs at least one id that is not "
                 "special, padding or the mask token to draw from. Received: "
@@ -217,11 +160,10 @@ class DynamicMLMMasking(MaskingLayer):
             )
         # A seeded layer draws its masks' seeds from a generator started at
         # `seed`: the same sequence run to run. An unseeded one takes each
-        # from the operating system (`fresh_seed`), so masks are fresh on
-        # every call, epoch, tf.data service worker and replica.
+        # from the operating system (`seeds.fresh_seed`).
         self._generator = None
-        if seed is not None:
-            self._generator = tf.random.Generator.from_seed(seed)
+        if self.seed is not None:
+            self._generator = tf.random.Generator.from_seed(self.seed)
 
     def get_config(self):
         config = super().get_config()
@@ -285,6 +227,22 @@ class DynamicMLMMasking(MaskingLayer):
             outputs["mask_weights"] = like("float32", width)
         return {**(rest or {}), **outputs}
 
+    # Configuration the kernels read.
+
+    @property
+    def excluded_ids(self):
+        """Sorted ids never selected: special, padding and the mask token."""
+        excluded = set(self.special_token_ids) | {self.mask_token_id}
+        if self.pad_token_id is not None:
+            excluded.add(self.pad_token_id)
+        return sorted(excluded)
+
+    @property
+    def corruption_shares(self):
+        """Shares of the selected tokens masked, randomised and kept."""
+        keep = max(0.0, 1.0 - self.mask_token_rate - self.random_token_rate)
+        return (self.mask_token_rate, self.random_token_rate, keep)
+
     # Inputs and validation.
 
     def _split_inputs(self, inputs):
@@ -304,23 +262,7 @@ class DynamicMLMMasking(MaskingLayer):
         return to_tensor(inputs), None
 
     def _check_token_ids(self, token_ids):
-        dtype = keras.backend.standardize_dtype(token_ids.dtype)
-        if dtype not in ("int32", "int64"):
-            raise ValueError(
-                "DynamicMLMMasking needs int32 or int64 token ids. "
-                f"Received dtype={dtype} for inputs of shape {token_ids.shape}"
-            )
-        rank = token_ids.shape.rank
-        if rank is not None and rank not in (1, 2):
-            raise ValueError(
-                "DynamicMLMMasking needs ids of rank 1 `[T]` or 2 `[B, T]`. "
-                f"Received rank {rank}, shape {token_ids.shape}"
-            )
-        if isinstance(token_ids, tf.RaggedTensor) and rank != 2:
-            raise ValueError(
-                "Ragged ids must be `[B, (T)]`. Received shape "
-                f"{token_ids.shape}"
-            )
+        validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
 
     def _checked_in_range(self, values):
         """`values`, after checking every id lies in `[0, vocabulary_size)`.
@@ -328,11 +270,6 @@ class DynamicMLMMasking(MaskingLayer):
         One unsigned max over the ids decides; the message's min and max
         are computed only on failure, so the check costs one reduction.
         """
-        unsigned = tf.uint32 if values.dtype == tf.int32 else tf.uint64
-        # Negative ids become huge unsigned ones; an empty tensor gives 0.
-        in_range = tf.reduce_max(tf.bitcast(values, unsigned)) < tf.cast(
-            self.vocabulary_size, unsigned
-        )
 
         def raise_out_of_range():
             check = tf.debugging.Assert(
@@ -349,44 +286,77 @@ class DynamicMLMMasking(MaskingLayer):
             with tf.control_dependencies([check]):
                 return tf.identity(values)
 
+        in_range = validation.ids_below(values, self.vocabulary_size)
         return tf.cond(in_range, lambda: values, raise_out_of_range)
 
     # Masking.
 
     def _seed(self, seed):
-        if seed is None:
-            if self._generator is None:
-                return fresh_seed()
-            return self._generator.make_seeds(1)[:, 0]
-        seed = tf.convert_to_tensor(seed)
-        if seed.dtype not in (tf.int32, tf.int64):
-            seed = tf.cast(seed, tf.int64)
-        return tf.reshape(seed, [2])
+        if seed is not None:
+            return validation.call_seed(seed)
+        if self._generator is None:
+            return seeds.fresh_seed()
+        return self._generator.make_seeds(1)[:, 0]
+
+    def _select_and_corrupt(self, token_ids, seed, valid=None):
+        """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row)."""
+        selection_seed, cap_seed, corruption_seed = seeds.split_seed(seed, 3)
+        eligible = selection_kernels.eligible_tokens(token_ids, self.excluded_ids, valid)
+        outcomes = None
+        if self.selection == "bernoulli":
+            selected, outcomes = selection_kernels.bernoulli_tokens(
+                eligible, self.mask_rate, selection_seed, self.corruption_shares
+            )
+            if self.max_predictions is not None:
+                selected = selection_kernels.cap_selections(
+                    selected, self.max_predictions, cap_seed
+                )
+        else:
+            eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+            counts = selection_kernels.exact_counts(
+                eligible_count, self.mask_rate, self.max_predictions
+            )
+            selected = selection_kernels.exact_tokens(
+                eligible, counts, selection_seed, eligible_count
+            )
+        corrupted = corruption.bert_corruption(
+            token_ids,
+            selected,
+            corruption_seed,
+            mask_token_id=self.mask_token_id,
+            mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate,
+            vocabulary_size=self.vocabulary_size,
+            replacement_excluded_ids=self.excluded_ids,
+            outcomes=outcomes,
+        )
+        return corrupted, selected
+
+    @property
+    def _per_sequence(self):
+        return self.selection == "exact" or self.max_predictions is not None
 
     def _masked(self, token_ids, seed):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
-        token_ids = _map_values(self._checked_in_range, token_ids)
-        per_sequence = self.selection == "exact" or self.max_predictions is not None
+        token_ids = map_values(self._checked_in_range, token_ids)
         if isinstance(token_ids, tf.RaggedTensor):
-            return self._masked_ragged(token_ids, seed, per_sequence)
-        if not per_sequence:
-            corrupted, selected = mlm_masking.select_and_corrupt(token_ids, seed, self.plan)
+            return self._masked_ragged(token_ids, seed)
+        if not self._per_sequence:
+            corrupted, selected = self._select_and_corrupt(token_ids, seed)
             return corrupted, selected, None
         rank_one = token_ids.shape.rank == 1
         batch = token_ids[None, :] if rank_one else token_ids
-        corrupted, selected = mlm_masking.select_and_corrupt(batch, seed, self.plan)
+        corrupted, selected = self._select_and_corrupt(batch, seed)
         targets = self._targets(batch, selected)
         if rank_one:
             corrupted, selected = corrupted[0], selected[0]
             targets = None if targets is None else tuple(t[0] for t in targets)
         return corrupted, selected, targets
 
-    def _masked_ragged(self, token_ids, seed, per_sequence):
-        if not per_sequence:
-            corrupted, selected = mlm_masking.select_and_corrupt(
-                token_ids.flat_values, seed, self.plan
-            )
+    def _masked_ragged(self, token_ids, seed):
+        if not self._per_sequence:
+            corrupted, selected = self._select_and_corrupt(token_ids.flat_values, seed)
             return (
                 token_ids.with_flat_values(corrupted),
                 token_ids.with_flat_values(selected),
@@ -395,9 +365,7 @@ class DynamicMLMMasking(MaskingLayer):
         lengths = token_ids.row_lengths()
         dense = token_ids.to_tensor()
         valid = tf.sequence_mask(lengths, tf.shape(dense)[1])
-        corrupted, selected = mlm_masking.select_and_corrupt(
-            dense, seed, self.plan, valid=valid
-        )
+        corrupted, selected = self._select_and_corrupt(dense, seed, valid)
         targets = self._targets(dense, selected)
         return (
             tf.RaggedTensor.from_tensor(corrupted, lengths=lengths),
@@ -408,7 +376,7 @@ class DynamicMLMMasking(MaskingLayer):
     def _targets(self, token_ids, selected):
         if self.max_predictions is None or self.output_mode != "dict":
             return None
-        return mlm_masking.prediction_targets(token_ids, selected, self.max_predictions)
+        return formatting.prediction_targets(token_ids, selected, self.max_predictions)
 
     def _unmasked(self, token_ids):
         if isinstance(token_ids, tf.RaggedTensor):
@@ -421,11 +389,8 @@ class DynamicMLMMasking(MaskingLayer):
             dense_shape = tf.shape(token_ids)
         targets = None
         if self.max_predictions is not None and self.output_mode == "dict":
-            width = tf.concat([dense_shape[:-1], [self.max_predictions]], 0)
-            targets = (
-                tf.zeros(width, tf.int32),
-                tf.zeros(width, token_ids.dtype),
-                tf.zeros(width, tf.float32),
+            targets = formatting.empty_prediction_targets(
+                dense_shape[:-1], self.max_predictions, token_ids.dtype
             )
         return token_ids, selected, targets
 
@@ -441,11 +406,11 @@ class DynamicMLMMasking(MaskingLayer):
         if self.output_mode == "ids":
             return self._merge(rest, corrupted)
         if self.output_mode == "fit":
-            weights = _map_values(lambda s: tf.cast(s, tf.float32), selected)
+            weights = map_values(formatting.sample_weights, selected)
             return self._merge(rest, corrupted), original, weights
-        ignore = tf.constant(self.ignore_index, original.dtype)
-        labels = _map_values(
-            lambda ids: tf.where(_values(selected), ids, ignore), original
+        flat_selected = selected.flat_values if isinstance(selected, tf.RaggedTensor) else selected
+        labels = map_values(
+            lambda ids: formatting.labels(ids, flat_selected, self.ignore_index), original
         )
         outputs = {"token_ids": corrupted, "labels": labels, "mask": selected}
         if targets is not None:
@@ -454,17 +419,3 @@ class DynamicMLMMasking(MaskingLayer):
                 {"mask_positions": positions, "mask_ids": ids, "mask_weights": weights}
             )
         return {**(rest or {}), **outputs}
-
-
-def _values(tensor):
-    """The flat values of a ragged tensor, or the dense tensor itself."""
-    if isinstance(tensor, tf.RaggedTensor):
-        return tensor.flat_values
-    return tensor
-
-
-def _map_values(fn, tensor):
-    """Applies `fn` to a dense tensor or to a ragged tensor's flat values."""
-    if isinstance(tensor, tf.RaggedTensor):
-        return tensor.with_flat_values(fn(tensor.flat_values))
-    return fn(tensor)

@@ -1,9 +1,10 @@
 """`MaskedLMModel`: masked-LM training with the masking inside the model."""
 
 import keras
-import tensorflow as tf
 
+from keras_dynmask import validation
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
+from keras_dynmask.kernels import seeds
 
 
 def masked_lm_loss():
@@ -16,15 +17,6 @@ def masked_lm_loss():
     return keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction="mean_with_sample_weight"
     )
-
-
-def _batch_fingerprint(token_ids):
-    """A deterministic int64 summary of a batch's content, for seeding."""
-    if isinstance(token_ids, tf.RaggedTensor):
-        token_ids = token_ids.to_tensor()
-    values = tf.reshape(tf.cast(token_ids, tf.int64), [-1])
-    weights = tf.range(1, tf.size(values, tf.int64) + 1, dtype=tf.int64)
-    return tf.reduce_sum(values * (2 * weights + 1))
 
 
 @keras.saving.register_keras_serializable(package="keras_dynmask")
@@ -77,11 +69,7 @@ class MaskedLMModel(keras.Model):
                 "`masking` must be a DynamicMLMMasking with output_mode='fit'. "
                 f"Received: masking={masking!r}"
             )
-        if not isinstance(evaluation_seed, int) or isinstance(evaluation_seed, bool):
-            raise ValueError(
-                "`evaluation_seed` must be an int. "
-                f"Received: evaluation_seed={evaluation_seed!r}"
-            )
+        evaluation_seed = validation.as_int("evaluation_seed", evaluation_seed)
         self.backbone = backbone
         self.masking = masking
         self.evaluation_seed = evaluation_seed
@@ -158,9 +146,6 @@ class MaskedLMModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
             token_ids = x["token_ids"] if isinstance(x, dict) else x
-            seed = tf.random.experimental.stateless_fold_in(
-                tf.constant([self.evaluation_seed, 0], tf.int64),
-                _batch_fingerprint(token_ids),
-            )
+            seed = seeds.content_seed(self.evaluation_seed, token_ids)
             x, y, sample_weight = self.masking(x, training=True, seed=seed)
         return super().test_step((x, y, sample_weight))

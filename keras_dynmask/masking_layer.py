@@ -34,6 +34,13 @@ def to_tensor(value):
     return value
 
 
+def map_values(fn, tensor):
+    """Applies `fn` to a dense tensor or to a ragged tensor's flat values."""
+    if isinstance(tensor, tf.RaggedTensor):
+        return tensor.with_flat_values(fn(tensor.flat_values))
+    return fn(tensor)
+
+
 class MaskingLayer(keras.layers.Layer):
     """Base for layers that compute masks from token ids or their shapes.
 

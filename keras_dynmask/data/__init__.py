@@ -1,11 +1,11 @@
-"""Data helpers: masking over `tf.data` and the corpora the examples use."""
+"""Masking over `tf.data`: reproducible epochs and the tf.data service.
 
+The local tf.data service cluster for trying this on one machine lives in
+`keras_dynmask.tools.local_data_service`.
+"""
+
+from keras_dynmask.data.distribute_masking import distribute_masking
+from keras_dynmask.data.distribute_masking import masking_pipeline
 from keras_dynmask.data.mask_dataset import mask_dataset
-from keras_dynmask.data.corpora import Corpus
-from keras_dynmask.data.corpora import load_corpus
-from keras_dynmask.data.corpora import load_stdlib_docstrings
-from keras_dynmask.data.corpora import load_text_files
-from keras_dynmask.data.corpora import load_tfds
-from keras_dynmask.data.data_service import LocalDataService
-from keras_dynmask.data.data_service import distribute_masking
-from keras_dynmask.data.data_service import masking_pipeline
+
+__all__ = ["distribute_masking", "mask_dataset", "masking_pipeline"]

@@ -2,23 +2,22 @@
 
 import tensorflow as tf
 
+from keras_dynmask import validation
+from keras_dynmask.kernels.seeds import element_seed
 
-def element_seed(base_seed, epoch, index):
-    """The shape-`[2]` seed of one element: a pure function of its key.
 
-    Args:
-        base_seed: int, the user's seed.
-        epoch: int64 scalar, which pass over the data.
-        index: int64 scalar, the element's position within the pass.
+def layer_or_given_seed(layer, seed):
+    """The base seed of a masking entry point: `seed`, else the layer's own.
+
+    Every entry point (`mask_dataset`, `masking_pipeline`,
+    `distribute_masking`) treats a layer built with a `seed` alike: with no
+    `seed` of their own they key the masks by the layer's.
     """
-    seed = tf.constant([base_seed % 2**63, 0x6D61736B], tf.int64)
-    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(epoch, tf.int64))
-    return tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
-
-
-def _check_seed(seed):
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ValueError(f"`seed` must be None or an int. Received: seed={seed!r}")
+    seed = validation.as_seed(seed)
+    if seed is None:
+        seed = getattr(layer, "seed", None)
+        seed = validation.as_seed(seed) if validation.is_integer(seed) else None
+    return seed
 
 
 def mask_dataset(
@@ -33,8 +32,9 @@ def mask_dataset(
     With a `seed`, each element's mask is a pure function of
     `(seed, epoch, element index)`: the same run to run, different from
     epoch to epoch, and independent of `num_parallel_calls` and of which
-    process (e.g. a tf.data service worker) computes it. Without a seed,
-    the layer draws fresh masks on every call.
+    process (e.g. a tf.data service worker) computes it. With `seed=None`
+    a layer built with a `seed` keys its masks by that seed the same way;
+    an unseeded layer draws fresh masks on every call.
 
     The epoch is counted in one of two ways. By default the returned dataset
     counts how many times it has been iterated (each `for` loop or each
@@ -45,14 +45,14 @@ def mask_dataset(
     (tf.data service), with `steps_per_epoch` in `model.fit`. Under tf.data
     service's `"distributed_epoch"` mode each worker enumerates only its own
     share of the elements, so an index here would name a worker's position:
-    use `keras_dynmask.data.data_service.distribute_masking`, which carries
+    use `keras_dynmask.data.distribute_masking`, which carries
     each element's global index from the dispatcher to the worker.
 
     Args:
         dataset: a `tf.data.Dataset` whose elements the layer takes (ids,
             ragged ids, or dicts with `"token_ids"`).
         layer: a `DynamicMLMMasking` (or any layer with a call-time `seed`).
-        seed: `None` or int.
+        seed: `None` (the layer's own seed, if any) or int.
         num_parallel_calls: as for `tf.data.Dataset.map`.
         num_epochs: `None` or int >= 1 (see above).
 
@@ -73,13 +73,9 @@ def mask_dataset(
     >>> first == again
     True
     """
-    _check_seed(seed)
-    if num_epochs is not None and (
-        not isinstance(num_epochs, int) or isinstance(num_epochs, bool) or num_epochs < 1
-    ):
-        raise ValueError(
-            f"`num_epochs` must be None or an int >= 1. Received: num_epochs={num_epochs!r}"
-        )
+    validation.as_dataset(dataset)
+    num_epochs = validation.as_int("num_epochs", num_epochs, 1, allow_none=True)
+    seed = layer_or_given_seed(layer, seed)
     if seed is None:
         if num_epochs is not None:
             dataset = dataset.repeat(num_epochs)

@@ -1,9 +1,30 @@
-"""Where the random seeds of unseeded masks come from."""
+"""The one place seeds are derived.
+
+Every random draw in keras_dynmask is a stateless TF op keyed by a
+shape-`[2]` int64 seed, and every such seed comes from a function here:
+
+- `fresh_seed()`: a new seed from the operating system on every call
+  (unseeded layers);
+- `element_seed(base_seed, epoch, index)`: the seed of one dataset element,
+  a pure function of its key (`mask_dataset`, the tf.data service path);
+- `content_seed(base_seed, token_ids)`: a seed keyed by a batch's content
+  (a fixed evaluation masking that does not depend on batch order);
+- `keyed_seed(base_seed, *keys)`: any other key (an epoch's data order, a
+  batch index);
+- `split_seed(seed, n)`: `n` independent seeds from one, one per draw.
+"""
 
 import tensorflow as tf
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+
+# Distinguishes element seeds from other seeds made from the same base seed.
+ELEMENT_SEED_SALT = 0x6D61736B
+
+
+def _base(base_seed, salt=0):
+    return tf.constant([int(base_seed) % 2**63, salt], tf.int64)
 
 
 def fresh_seed():
@@ -30,3 +51,48 @@ def fresh_seed():
         seed=0,
         seed2=0,
     )
+
+
+def keyed_seed(base_seed, *keys):
+    """A shape-`[2]` int64 seed, a pure function of `base_seed` and `keys`.
+
+    Args:
+        base_seed: Python int.
+        *keys: int scalars (Python or tensors), folded in one by one.
+    """
+    seed = _base(base_seed)
+    for key in keys:
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(key, tf.int64))
+    return seed
+
+
+def element_seed(base_seed, epoch, index):
+    """The shape-`[2]` seed of one dataset element: a pure function of its key.
+
+    Args:
+        base_seed: int, the user's seed.
+        epoch: int64 scalar, which pass over the data.
+        index: int64 scalar, the element's position within the pass.
+    """
+    seed = _base(base_seed, ELEMENT_SEED_SALT)
+    seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(epoch, tf.int64))
+    return tf.random.experimental.stateless_fold_in(seed, tf.cast(index, tf.int64))
+
+
+def content_fingerprint(token_ids):
+    """A deterministic int64 summary of a batch's content."""
+    if isinstance(token_ids, tf.RaggedTensor):
+        token_ids = token_ids.to_tensor()
+    values = tf.reshape(tf.cast(token_ids, tf.int64), [-1])
+    weights = tf.range(1, tf.size(values, tf.int64) + 1, dtype=tf.int64)
+    return tf.reduce_sum(values * (2 * weights + 1))
+
+
+def content_seed(base_seed, token_ids):
+    """A seed keyed by `base_seed` and the content of `token_ids`."""
+    return keyed_seed(base_seed, content_fingerprint(token_ids))
+
+
+def split_seed(seed, num_seeds):
+    """`num_seeds` independent shape-`[2]` seeds derived from `seed`."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num_seeds))

@@ -21,12 +21,13 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_dynmask.data.mask_dataset import mask_dataset
+from keras_dynmask.data import mask_dataset
+from keras_dynmask.kernels.seeds import keyed_seed
+from keras_dynmask.validation import as_int
 
 
 def _check_int(name, value, low):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+    as_int(name, value, low)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +146,7 @@ def epoch_order(num_sequences, batch_size, epochs, seed):
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_sequences, dtype=tf.int64),
-            seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+            seed=keyed_seed(seed, epoch),
         )
         batches = tf.reshape(order[: steps * batch_size], [steps, batch_size])
         return tf.data.Dataset.from_tensor_slices((tf.fill([steps], epoch), batches))

@@ -1,0 +1,56 @@
+"""Output formatting: labels, sample weights and keras-hub's targets."""
+
+import tensorflow as tf
+
+
+def labels(original_ids, selected, ignore_index):
+    """The original id at selected positions, `ignore_index` elsewhere."""
+    return tf.where(selected, original_ids, tf.constant(ignore_index, original_ids.dtype))
+
+
+def sample_weights(selected):
+    """float32 1.0 at selected positions, 0.0 elsewhere."""
+    return tf.cast(selected, tf.float32)
+
+
+def prediction_targets(token_ids, selected, max_predictions):
+    """keras-hub style `mask_positions`, `mask_ids`, `mask_weights`.
+
+    Positions of the selected tokens in ascending order, then padding with
+    position 0, id 0, weight 0, to width `max_predictions`. `tf.where` lists
+    selected positions row by row in ascending order, so no sort is needed.
+
+    Args:
+        token_ids: original ids `[B, T]`.
+        selected: bool `[B, T]` with at most `max_predictions` per row.
+        max_predictions: the output width.
+
+    Returns:
+        `(positions int32 [B, P], ids [B, P], weights float32 [B, P])`.
+    """
+    batch_size = tf.shape(token_ids)[0]
+    coordinates = tf.cast(tf.where(selected), tf.int32)
+    rows = tf.RaggedTensor.from_value_rowids(
+        coordinates[:, 1], coordinates[:, 0], nrows=batch_size
+    )
+    shape = tf.stack([batch_size, max_predictions])
+    positions = rows.to_tensor(default_value=0, shape=shape)
+    ids = tf.RaggedTensor.from_value_rowids(
+        tf.gather_nd(token_ids, coordinates), coordinates[:, 0], nrows=batch_size
+    ).to_tensor(default_value=0, shape=shape)
+    weights = tf.sequence_mask(rows.row_lengths(), max_predictions, tf.float32)
+    return positions, ids, weights
+
+
+def empty_prediction_targets(leading_shape, max_predictions, ids_dtype):
+    """keras-hub's three targets when nothing is selected.
+
+    `leading_shape` is the int32 shape before the last axis (`[B]`, or `[]`
+    for a single sequence).
+    """
+    shape = tf.concat([tf.cast(leading_shape, tf.int32), [max_predictions]], 0)
+    return (
+        tf.zeros(shape, tf.int32),
+        tf.zeros(shape, ids_dtype),
+        tf.zeros(shape, tf.float32),
+    )

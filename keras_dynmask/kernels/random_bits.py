@@ -1,0 +1,112 @@
+"""Uniform random bits, and one draw per token deciding among outcomes.
+
+Random bits are the cost that matters in masking (one 32-bit Philox draw
+per token alone runs at a fraction of a no-op `tf.data` map), so a token
+gets a single uniform integer of 16 bits when that is precise enough, and
+that one number decides among several outcomes with given probabilities
+(e.g. selected-and-masked, selected-and-randomised, selected-and-kept, not
+selected): outcome `i` holds the values in `[thresholds[i-1], thresholds[i])`.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+# Largest relative error allowed between a configured probability and the
+# one a 16-bit threshold realises; beyond it the draw spends 32 bits.
+MAX_RELATIVE_QUANTIZATION_ERROR = 1e-3
+
+Outcomes = collections.namedtuple("Outcomes", ["values", "bits", "thresholds"])
+Outcomes.__doc__ = """One uniform draw per token and the outcomes it falls in.
+
+Attributes:
+    values: uint16 or uint32 draws, one per token.
+    bits: 16 or 32.
+    thresholds: Python ints, cumulative: outcome `i` holds the values in
+        `[thresholds[i - 1], thresholds[i])` (outcome 0 starts at 0).
+"""
+
+
+def thresholds_for(probabilities, bits):
+    """Cumulative integer thresholds in `[0, 2**bits]` for `probabilities`."""
+    cumulative = np.cumsum(np.asarray(probabilities, np.float64))
+    return [int(round(float(c) * 2**bits)) for c in cumulative]
+
+
+def precise_enough(probabilities, bits):
+    """True when `bits`-bit thresholds realise every probability closely."""
+    counts = np.diff([0] + thresholds_for(probabilities, bits))
+    for probability, count in zip(probabilities, counts):
+        ideal = probability * 2**bits
+        if probability > 0 and abs(count - ideal) > MAX_RELATIVE_QUANTIZATION_ERROR * ideal:
+            return False
+    return True
+
+
+def choose_bits(probabilities):
+    """16 when 16-bit thresholds are precise enough for `probabilities`, else 32."""
+    return 16 if precise_enough(probabilities, 16) else 32
+
+
+def uniform_bits(shape, seed, bits):
+    """Uniform unsigned integers of `bits` (16 or 32) bits, shape `shape`.
+
+    16-bit values come two to a 32-bit Philox draw, halving its cost.
+    """
+    if bits == 32:
+        words = tf.random.stateless_uniform(
+            shape, seed, minval=None, maxval=None, dtype=tf.int32
+        )
+        return tf.bitcast(words, tf.uint32)
+    size = tf.reduce_prod(shape)
+    words = tf.random.stateless_uniform(
+        [(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.int32
+    )
+    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
+    return tf.reshape(halves[:size], shape)
+
+
+def draw_outcomes(shape, seed, probabilities):
+    """One draw per token, deciding among outcomes of `probabilities`.
+
+    Args:
+        shape: the tokens' shape (a shape tensor or list).
+        seed: shape-`[2]` integer seed.
+        probabilities: probabilities of consecutive outcomes (sum <= 1).
+
+    Returns:
+        An `Outcomes`.
+    """
+    bits = choose_bits(probabilities)
+    return Outcomes(uniform_bits(shape, seed, bits), bits, thresholds_for(probabilities, bits))
+
+
+def below(values, threshold, bits):
+    """`values < threshold` for `bits`-bit unsigned values (`None`: all)."""
+    if threshold >= 2**bits:
+        return None
+    return tf.less(values, tf.constant(threshold, values.dtype))
+
+
+def outcome_is(outcomes, index):
+    """bool mask (or `None` for all True) of the tokens in outcome `index`."""
+    values, bits, thresholds = outcomes
+    high = thresholds[index]
+    low = thresholds[index - 1] if index > 0 else 0
+    if high <= low:
+        return tf.zeros_like(values, tf.bool)
+    if low == 0:
+        return below(values, high, bits)
+    return below(values - tf.constant(low, values.dtype), high - low, bits)
+
+
+def logical_and(*masks):
+    """AND of boolean masks, where `None` stands for all True."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    result = present[0]
+    for mask in present[1:]:
+        result = tf.logical_and(result, mask)
+    return result

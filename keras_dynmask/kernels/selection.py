@@ -1,0 +1,208 @@
+"""Which positions a masking strategy selects: pure TF over whole batches.
+
+Each strategy is one function from an `eligible` bool `[B, T]` (or any
+shape, for plain Bernoulli) and a seed to a `selected` bool of the same
+shape; the layer then hands `selected` to a corruption
+(`keras_dynmask.kernels.corruption`) and a formatting
+(`keras_dynmask.kernels.formatting`). A new strategy is one new function
+here. No Python loop runs over tokens.
+"""
+
+import tensorflow as tf
+
+from keras_dynmask.kernels import random_bits
+
+
+def contiguous_runs(sorted_ids):
+    """Groups sorted ids into `(first, last)` runs of consecutive values."""
+    runs = []
+    for token_id in sorted_ids:
+        if runs and token_id == runs[-1][1] + 1:
+            runs[-1][1] = token_id
+        else:
+            runs.append([token_id, token_id])
+    return [tuple(run) for run in runs]
+
+
+def eligible_tokens(token_ids, excluded_ids, valid=None):
+    """True where a token may be selected: not in `excluded_ids`, and valid.
+
+    Consecutive excluded ids (e.g. 101..103) cost one unsigned comparison
+    per run, which is much cheaper than a table lookup per token.
+
+    Args:
+        token_ids: int32/int64 ids of any shape.
+        excluded_ids: sorted Python ints never selected.
+        valid: optional bool mask of the same shape (e.g. inside ragged rows).
+    """
+    unsigned = tf.uint32 if token_ids.dtype == tf.int32 else tf.uint64
+    eligible = valid
+    for first, last in contiguous_runs(excluded_ids):
+        if first == last:
+            allowed = tf.not_equal(token_ids, tf.constant(first, token_ids.dtype))
+        else:
+            offset = tf.bitcast(token_ids - tf.constant(first, token_ids.dtype), unsigned)
+            allowed = tf.greater(offset, tf.constant(last - first, unsigned))
+        eligible = random_bits.logical_and(eligible, allowed)
+    if eligible is None:
+        eligible = tf.ones_like(token_ids, tf.bool)
+    return eligible
+
+
+def bernoulli_tokens(eligible, mask_rate, seed, shares=(1.0,)):
+    """Selects each eligible token independently with probability `mask_rate`.
+
+    The same draw also splits the selected tokens into `shares` (e.g. the
+    corruption's mask / random / keep shares), so a corruption can reuse it
+    and no second draw per token is needed.
+
+    Args:
+        eligible: bool tensor of any shape.
+        mask_rate: Python float in `(0, 1]`.
+        seed: shape-`[2]` integer seed.
+        shares: fractions of the selected tokens, summing to 1.
+
+    Returns:
+        `(selected, outcomes)`: bool like `eligible`, and the
+        `random_bits.Outcomes` whose outcome `i` is share `i` of the selected.
+    """
+    probabilities = [mask_rate * share for share in shares]
+    outcomes = random_bits.draw_outcomes(tf.shape(eligible), seed, probabilities)
+    chosen = random_bits.below(outcomes.values, outcomes.thresholds[-1], outcomes.bits)
+    return random_bits.logical_and(eligible, chosen), outcomes
+
+
+def exact_counts(eligible_count, mask_rate, max_predictions=None):
+    """`round(mask_rate * eligible)` per row, at least 1 when any is eligible.
+
+    The product is taken in float64, so the count is `tf.round` of the real
+    product (190 eligible at 0.15 is 28.5, which rounds to 28).
+
+    Args:
+        eligible_count: int32 `[B]`.
+        mask_rate: Python float or float scalar tensor.
+        max_predictions: `None` or an int cap.
+    """
+    rate = tf.cast(mask_rate, tf.float64)
+    counts = tf.cast(tf.round(rate * tf.cast(eligible_count, tf.float64)), tf.int32)
+    counts = tf.maximum(counts, tf.minimum(eligible_count, 1))
+    counts = tf.minimum(counts, eligible_count)
+    if max_predictions is not None:
+        counts = tf.minimum(counts, max_predictions)
+    return counts
+
+
+def smallest_draws(candidates, draws, counts):
+    """Marks, per row, the `counts[b]` candidates with the smallest draws.
+
+    Only the candidates are ranked: they are gathered into a ragged batch
+    whose `top_k` finds each row's last kept (draw, position) key; one
+    elementwise comparison against it then marks the kept tokens. Equal
+    draws are ordered by position.
+
+    Args:
+        candidates: bool `[B, T]`.
+        draws: uint32 `[B, T]` random values.
+        counts: int32 `[B]`, each at most the row's number of candidates.
+    """
+    coordinates = tf.where(candidates)
+    # Unique non-negative keys: the 32-bit draw, then the position (< 2**31);
+    # negated so that top_k's largest are the smallest draws.
+    keys = -tf.bitwise.bitwise_or(
+        tf.bitwise.left_shift(tf.cast(tf.gather_nd(draws, coordinates), tf.int64), 31),
+        coordinates[:, 1],
+    )
+    ragged = tf.RaggedTensor.from_value_rowids(
+        keys, coordinates[:, 0], nrows=tf.shape(candidates, tf.int64)[0], validate=False
+    )
+    padded = ragged.to_tensor(default_value=tf.int64.min)
+    padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
+    top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
+    last_kept = -tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
+    # Rows that keep nothing compare against draw 0 at position -1.
+    keeps_any = counts > 0
+    last_draw = tf.where(
+        keeps_any, tf.cast(tf.bitwise.right_shift(last_kept, 31), tf.uint32), 0
+    )[:, None]
+    last_position = tf.where(
+        keeps_any, tf.cast(tf.bitwise.bitwise_and(last_kept, 2**31 - 1), tf.int32), -1
+    )[:, None]
+    positions = tf.range(tf.shape(candidates)[1])[None, :]
+    kept = tf.logical_or(
+        draws < last_draw,
+        tf.logical_and(tf.equal(draws, last_draw), positions <= last_position),
+    )
+    return tf.logical_and(candidates, kept)
+
+
+def cap_selections(selected, max_predictions, seed):
+    """Keeps a uniformly random `max_predictions` of each row's selections.
+
+    The kept ones are those with the smallest of one fresh 32-bit draw each
+    (`smallest_draws`, as exact selection ranks). Ranking runs only when
+    some row holds more than `max_predictions` selections.
+    """
+    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    return tf.cond(
+        tf.reduce_any(counts > max_predictions),
+        lambda: smallest_draws(
+            selected,
+            random_bits.uniform_bits(tf.shape(selected), seed, 32),
+            tf.minimum(counts, max_predictions),
+        ),
+        lambda: selected,
+    )
+
+
+# The band of draws ranked in exact selection: the expected quantile plus or
+# minus this many standard deviations (+ a constant for tiny counts). A row
+# whose k-th smallest draw falls outside its band makes the batch fall back
+# to ranking every eligible token.
+CANDIDATE_MARGIN_SIGMAS = 4.0
+CANDIDATE_MARGIN_TOKENS = 4.0
+
+
+def exact_tokens(eligible, counts, seed, eligible_count=None):
+    """Selects a uniformly random `counts[b]` of each row's eligible tokens.
+
+    The selected tokens are those with the smallest of one uniform 32-bit
+    draw each. A row's k-th smallest draw lies, with high probability, in a
+    narrow band around the `k / n` quantile: tokens below the band are
+    selected outright, and only the tokens inside it are ranked (about a
+    seventh of them). If some row's k-th draw falls outside its band, the
+    whole batch is ranked instead: the same result, more time.
+
+    Args:
+        eligible: bool `[B, T]`.
+        counts: int32 `[B]`, each at most the row's eligible count.
+        seed: shape-`[2]` integer seed.
+        eligible_count: int32 `[B]` when the caller has it (saves a pass).
+    """
+    draws = random_bits.uniform_bits(tf.shape(eligible), seed, 32)
+    if eligible_count is None:
+        eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    eligible_count = tf.maximum(tf.cast(eligible_count, tf.float64), 1.0)
+    needed = tf.cast(counts, tf.float64)
+    spread = tf.sqrt(needed * tf.maximum(1.0 - needed / eligible_count, 0.0))
+    margin = CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS
+
+    def draw_quantile(fraction):
+        scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1)
+        return tf.cast(scaled, tf.uint32)[:, None]
+
+    band_low = draw_quantile((needed - margin) / eligible_count)
+    band_high = draw_quantile((needed + margin) / eligible_count)
+    below_band = tf.logical_and(eligible, draws < band_low)
+    in_band = tf.logical_and(tf.logical_and(eligible, draws >= band_low), draws <= band_high)
+    needed_from_band = counts - tf.reduce_sum(tf.cast(below_band, tf.int32), axis=1)
+    band_size = tf.reduce_sum(tf.cast(in_band, tf.int32), axis=1)
+    band_holds_kth = tf.reduce_all(
+        tf.logical_and(needed_from_band >= 0, needed_from_band <= band_size)
+    )
+    return tf.cond(
+        band_holds_kth,
+        lambda: tf.logical_or(
+            below_band, smallest_draws(in_band, draws, tf.maximum(needed_from_band, 0))
+        ),
+        lambda: smallest_draws(eligible, draws, counts),
+    )

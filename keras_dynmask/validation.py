@@ -1,0 +1,256 @@
+"""The one set of argument and input checks every keras_dynmask layer uses.
+
+Configuration checks run in Python at construction and return the value as
+a plain Python `int` / `float` / `list`: NumPy scalars (`np.int64(5)`,
+`np.float32(0.15)`) and 0-d arrays count as the Python value they hold, and
+1-d arrays as lists, so a layer's `get_config` always holds JSON-friendly
+values. Every message quotes `name=value`, as `keras.layers.Dropout` does.
+
+Input checks look at a tensor's static dtype and rank where they are known
+and add run-time assertions (`require`) where only the values tell.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+
+def _plain(value):
+    """A NumPy scalar or 0-d array as its Python value; others unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def is_integer(value):
+    """True for Python and NumPy integers (not bools)."""
+    value = _plain(value)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _interval(low, high, low_open=False, high_open=True):
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" {'>' if low_open else '>='} {low}"
+    if low is None:
+        return f" {'<' if high_open else '<='} {high}"
+    return f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def _outside(value, low, high, low_open, high_open):
+    if low is not None and (value < low or (low_open and value == low)):
+        return True
+    if high is not None and (value > high or (high_open and value == high)):
+        return True
+    return False
+
+
+def as_int(name, value, low=None, high=None, allow_none=False):
+    """`value` as a Python int in `[low, high)`, else a `ValueError`.
+
+    Args:
+        name: the argument's name, quoted in the message.
+        value: a Python or NumPy integer (or `None` when `allow_none`).
+        low: inclusive lower bound, or `None`.
+        high: exclusive upper bound, or `None`.
+        allow_none: whether `None` is accepted (and returned).
+    """
+    if value is None and allow_none:
+        return None
+    plain = _plain(value)
+    if not is_integer(plain) or _outside(plain, low, high, False, True):
+        kind = "None or an integer" if allow_none else "an integer"
+        raise ValueError(
+            f"`{name}` must be {kind}{_interval(low, high)}. "
+            f"Received: {name}={value!r}"
+        )
+    return int(plain)
+
+
+def as_float(name, value, low=None, high=None, low_open=False, high_open=False):
+    """`value` as a Python float inside the given interval, else a `ValueError`."""
+    plain = _plain(value)
+    ok = isinstance(plain, numbers.Real) and not isinstance(plain, bool)
+    if ok:
+        plain = float(plain)
+        ok = np.isfinite(plain) and not _outside(plain, low, high, low_open, high_open)
+    if not ok:
+        raise ValueError(
+            f"`{name}` must be a float{_interval(low, high, low_open, high_open)}. "
+            f"Received: {name}={value!r}"
+        )
+    return plain
+
+
+def as_int_list(name, value, low=None, high=None):
+    """A list, tuple or 1-d array of integers as a list of Python ints."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else value
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple, set, frozenset, range)):
+        raise ValueError(
+            f"`{name}` must be a list of integers. Received: {name}={value!r}"
+        )
+    values = list(value)
+    if not all(is_integer(v) for v in values) or any(
+        _outside(_plain(v), low, high, False, True) for v in values
+    ):
+        raise ValueError(
+            f"`{name}` must hold integers{_interval(low, high)}. "
+            f"Received: {name}={value!r}"
+        )
+    return [int(_plain(v)) for v in values]
+
+
+def as_choice(name, value, choices):
+    """`value` if it is one of `choices`, else a `ValueError` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {tuple(choices)}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def as_seed(value, name="seed"):
+    """A constructor seed: `None` or a Python int (any size, folded to int64)."""
+    if value is None:
+        return None
+    if not is_integer(value):
+        raise ValueError(f"`{name}` must be None or an int. Received: {name}={value!r}")
+    return int(_plain(value))
+
+
+def as_dataset(value, name="dataset"):
+    """`value` if it is a `tf.data.Dataset`, else a `ValueError`."""
+    if not isinstance(value, tf.data.Dataset):
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return value
+
+
+# Tensors.
+
+
+def static_rank(tensor):
+    """Static rank of a tensor or `KerasTensor`, `None` when unknown."""
+    shape = tensor.shape
+    if isinstance(shape, tf.TensorShape):
+        return shape.rank
+    return None if shape is None else len(shape)
+
+
+def shape_text(tensor):
+    """A tensor's static shape for messages, e.g. `[None, 128]`."""
+    shape = tensor.shape
+    if isinstance(shape, tf.TensorShape):
+        return str(shape.as_list()) if shape.rank is not None else "<unknown rank>"
+    return str(list(shape))
+
+
+def is_ragged(value):
+    """True for a `tf.RaggedTensor` or a ragged `KerasTensor`."""
+    return isinstance(value, tf.RaggedTensor) or bool(getattr(value, "ragged", False))
+
+
+def dtype_name(tensor):
+    dtype = tensor.dtype
+    return dtype.name if isinstance(dtype, tf.DType) else str(dtype)
+
+
+def check_integer_ids(owner, name, tensor, ranks):
+    """Static checks of an id tensor: int32/int64, a rank in `ranks`.
+
+    Args:
+        owner: the layer's name for messages, e.g. `"PaddingMask"`.
+        name: the argument's name, e.g. `"token_ids"`.
+        tensor: a tensor, ragged tensor or `KerasTensor`.
+        ranks: the accepted ranks, e.g. `(1, 2)`.
+    """
+    if not hasattr(tensor, "dtype") or not hasattr(tensor, "shape"):
+        raise ValueError(
+            f"{owner} takes a tensor of token ids. Received: {name}={tensor!r}"
+        )
+    dtype = dtype_name(tensor)
+    if dtype not in ("int32", "int64"):
+        raise ValueError(
+            f"{owner} needs int32 or int64 {name}. Received: {name} of "
+            f"dtype {dtype} and shape {shape_text(tensor)}"
+        )
+    rank = static_rank(tensor)
+    if rank is not None and rank not in ranks:
+        raise ValueError(
+            f"{owner} needs {name} of rank {' or '.join(map(str, ranks))}. "
+            f"Received: {name} of rank {rank}, shape {shape_text(tensor)}"
+        )
+    if is_ragged(tensor) and rank != 2:
+        raise ValueError(
+            f"{owner} needs ragged {name} of shape [B, (T)]. "
+            f"Received: {name} of shape {shape_text(tensor)}"
+        )
+
+
+def require(condition, message, **values):
+    """Checks a tensor condition: `ValueError` now when eager, else an assert.
+
+    `values` name the tensors the message quotes. Returns the assert ops to
+    run first (none when eager); wrap the result in
+    `tf.control_dependencies`.
+    """
+    if tf.executing_eagerly():
+        if not bool(condition):
+            shown = ", ".join(
+                f"{name}={np.asarray(value).tolist()}" for name, value in values.items()
+            )
+            raise ValueError(f"{message}. Received: {shown}")
+        return []
+    data = [message + ". Received:"]
+    for name, value in values.items():
+        data += [f"{name}=", value]
+    return [tf.debugging.Assert(condition, data, summarize=8)]
+
+
+def ids_below(values, vocabulary_size):
+    """bool scalar: every id of `values` lies in `[0, vocabulary_size)`.
+
+    One unsigned max decides: negative ids become huge unsigned ones, and an
+    empty tensor gives 0.
+    """
+    unsigned = tf.uint32 if values.dtype == tf.int32 else tf.uint64
+    return tf.reduce_max(tf.bitcast(values, unsigned)) < tf.cast(vocabulary_size, unsigned)
+
+
+def call_seed(seed):
+    """A call-time seed as an int64 `[2]` tensor, checked.
+
+    Its value, not its dtype, decides the mask: `[7, 42]` as int32 and as
+    int64 give the same seed.
+    """
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        array = np.asarray(seed)
+        if array.dtype.kind not in "iu" or array.shape != (2,):
+            raise ValueError(
+                "A call-time `seed` must be two integers, shape [2]. "
+                f"Received: seed={seed!r}"
+            )
+        return tf.constant(array, tf.int64)
+    if not isinstance(seed, (tf.Tensor, tf.Variable)):
+        raise ValueError(
+            "A call-time `seed` must be an integer tensor of shape [2]. "
+            f"Received: seed={seed!r}"
+        )
+    if not seed.dtype.is_integer:
+        raise ValueError(
+            "A call-time `seed` must be an integer tensor of shape [2]. "
+            f"Received: seed of dtype {seed.dtype.name}"
+        )
+    if seed.shape.rank is not None and seed.shape.as_list() not in ([2], [None]):
+        raise ValueError(
+            "A call-time `seed` must be an integer tensor of shape [2]. "
+            f"Received: seed of shape {shape_text(seed)}"
+        )
+    return tf.reshape(tf.cast(seed, tf.int64), [2])
