@@ -8,17 +8,21 @@ them.
 
 from keras_dynmask import data
 from keras_dynmask.causal_mask import CausalMask
+from keras_dynmask.denoiser_mixture import DenoiserMixture
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
 from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask.padding_mask import PaddingMask
+from keras_dynmask.span_corruption import SpanCorruption
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CausalMask",
+    "DenoiserMixture",
     "DynamicMLMMasking",
     "MaskedLMModel",
     "PaddingMask",
+    "SpanCorruption",
     "WordPieceTokenizer",
     "data",
 ]

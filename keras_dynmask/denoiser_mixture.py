@@ -1,0 +1,222 @@
+"""`DenoiserMixture`: UL2's mixture of denoisers, one drawn per example."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_dynmask import validation
+from keras_dynmask.kernels import noise_spans
+from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import seeds
+from keras_dynmask.span_corruption import RowPlan
+from keras_dynmask.span_corruption import SpanCorruption
+
+# The modes and the order of `mode_token_ids`: UL2's [NLU], [NLG], [S2S].
+MODES = ("R", "X", "S")
+
+# UL2's seven denoisers: (mode, mean noise span length, noise density).
+UL2_DENOISERS = (
+    ("R", 3.0, 0.15),
+    ("R", 8.0, 0.15),
+    ("X", 3.0, 0.5),
+    ("X", 8.0, 0.5),
+    ("X", 64.0, 0.15),
+    ("X", 64.0, 0.5),
+    ("S", None, None),
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynmask")
+class DenoiserMixture(SpanCorruption):
+    """UL2's mixture of denoisers: each example drawn one, its mode token first.
+
+    Every example independently draws one of `denoisers` with the given
+    `rates`. An R- or X-denoiser `(mode, mean_noise_span_length,
+    noise_density)` is `SpanCorruption` with those settings; the S-denoiser
+    is prefix-LM: a split point `s` uniform in `[1, n)` (`n` the real
+    tokens), inputs the first `s` tokens, targets the rest, no sentinels.
+    The inputs then start with the mode token of the denoiser's mode: R
+    (UL2's `[NLU]`), X (`[NLG]`) or S (`[S2S]`). The whole batch is one pass
+    of the span kernel with a noise density and mean span length per row.
+
+    Sentinels, eos, padding, lengths, seeds, the `training` default and the
+    errors are those of `SpanCorruption`. Not training, every row passes
+    with no noise and no mode token, and `"denoiser"` is -1.
+
+    Args:
+        vocabulary_size: int >= 2.
+        denoisers: `(mode, mean_noise_span_length, noise_density)` triples,
+            `mode` one of `"R"`, `"X"`, `"S"` (the last two `None` for
+            `"S"`). Default: UL2's R (3, 0.15), (8, 0.15); X (3, 0.5),
+            (8, 0.5), (64, 0.15), (64, 0.5); and S.
+        rates: `None` (all equally likely) or one non-negative weight per
+            denoiser (normalised; their sum must be positive).
+        mode_token_ids: `None` or the three ids put first for R, X and S.
+            `None`: the three ids just below the sentinels.
+        sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
+            targets_length, seed: as for `SpanCorruption`.
+        **kwargs: base layer arguments such as `name`.
+
+    Call arguments:
+        inputs, training, seed: as for `SpanCorruption`.
+
+    Returns:
+        A dict `{"inputs", "targets", "denoiser"}`: inputs and targets as for
+        `SpanCorruption`, and `"denoiser"`, int32 `[B]` (`[]` for `[T]`
+        input), the index in `denoisers` each example drew.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> ul2 = DenoiserMixture(vocabulary_size=200, num_sentinels=20)
+    >>> ul2.mode_token_ids
+    [179, 178, 177]
+    >>> out = ul2(tf.range(10, 42)[None, :], seed=tf.constant([3, 4]))
+    >>> sorted(out)
+    ['denoiser', 'inputs', 'targets']
+    >>> mode = ul2.denoisers[int(out["denoiser"][0])][0]
+    >>> int(out["inputs"][0, 0]) == ul2.mode_token_ids["RXS".index(mode)]
+    True
+    """
+
+    OUTPUT_KEYS = ("inputs", "targets", "denoiser")
+
+    def __init__(
+        self,
+        vocabulary_size,
+        denoisers=UL2_DENOISERS,
+        rates=None,
+        mode_token_ids=None,
+        sentinel_ids=None,
+        num_sentinels=100,
+        eos_id=None,
+        pad_token_id=0,
+        inputs_length=None,
+        targets_length=None,
+        seed=None,
+        **kwargs,
+    ):
+        # Skips SpanCorruption's own arguments: a mixture has no single
+        # noise density.
+        super(SpanCorruption, self).__init__(**kwargs)
+        self.vocabulary_size = validation.as_int("vocabulary_size", vocabulary_size, 2)
+        self.denoisers = self._checked_denoisers(denoisers)
+        self._given_rates = None
+        if rates is None:
+            weights = [1.0] * len(self.denoisers)
+        else:
+            weights = [
+                validation.as_float(f"rates[{i}]", r, 0) for i, r in enumerate(rates)
+            ]
+            self._given_rates = list(weights)
+            if len(weights) != len(self.denoisers) or sum(weights) <= 0:
+                raise ValueError(
+                    "`rates` must hold one non-negative weight per denoiser, with a "
+                    f"positive sum ({len(self.denoisers)} denoisers). Received: rates={rates!r}"
+                )
+        self.rates = [w / sum(weights) for w in weights]
+        self._configure_common(
+            sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
+            targets_length, seed,
+        )
+        self._given_mode_token_ids = None
+        if mode_token_ids is None:
+            below = min(self.sentinel_ids)
+            if below < 3:
+                raise ValueError(
+                    "Three ids below the sentinels are needed for the default "
+                    "mode tokens: pass `mode_token_ids`. Received: "
+                    f"vocabulary_size={vocabulary_size!r}, lowest sentinel {below}"
+                )
+            self.mode_token_ids = [below - 1, below - 2, below - 3]
+        else:
+            self.mode_token_ids = validation.as_int_list(
+                "mode_token_ids", mode_token_ids, 0, self.vocabulary_size
+            )
+            self._given_mode_token_ids = list(self.mode_token_ids)
+            if len(self.mode_token_ids) != 3:
+                raise ValueError(
+                    "`mode_token_ids` must be three ids, for R ([NLU]), X ([NLG]) "
+                    f"and S ([S2S]). Received: mode_token_ids={mode_token_ids!r}"
+                )
+
+    def get_config(self):
+        config = super(SpanCorruption, self).get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "denoisers": [list(d) for d in self.denoisers],
+                "rates": self._given_rates,
+                "mode_token_ids": self._given_mode_token_ids,
+            }
+        )
+        config.update(self._common_config())
+        return config
+
+    @staticmethod
+    def _checked_denoisers(denoisers):
+        if isinstance(denoisers, (str, bytes, dict)) or not isinstance(
+            denoisers, (list, tuple)
+        ) or not denoisers:
+            raise ValueError(
+                "`denoisers` must be a non-empty list of (mode, mean_noise_span_length, "
+                f"noise_density) triples. Received: denoisers={denoisers!r}"
+            )
+        checked = []
+        for i, denoiser in enumerate(denoisers):
+            if not isinstance(denoiser, (list, tuple)) or len(denoiser) != 3:
+                raise ValueError(
+                    "Each denoiser must be a (mode, mean_noise_span_length, "
+                    f"noise_density) triple. Received: denoisers[{i}]={denoiser!r}"
+                )
+            mode = validation.as_choice(f"denoisers[{i}][0]", denoiser[0], MODES)
+            if mode == "S":
+                checked.append(("S", None, None))
+                continue
+            mean = validation.as_float(f"denoisers[{i}][1]", denoiser[1], 1)
+            density = validation.as_float(
+                f"denoisers[{i}][2]", denoiser[2], 0, 1, low_open=True, high_open=True
+            )
+            checked.append((mode, mean, density))
+        return checked
+
+    # The per-row plan SpanCorruption's kernels follow.
+
+    def _span_settings(self):
+        return [(d, m) for mode, m, d in self.denoisers if mode != "S"] or [(0.5, 1.0)]
+
+    def _extra_specs(self):
+        return (("denoiser", "int32"),)
+
+    def _unchanged_extras(self, batch_size):
+        return {"denoiser": tf.fill([batch_size], -1)}
+
+    def _row_plan(self, lengths, seed):
+        choice_seed, split_seed = seeds.split_seed(seed, 2)
+        batch_size = tf.shape(lengths)[0]
+        # One 32-bit draw per row picks the denoiser by cumulative rate.
+        bounds = np.round(np.cumsum(self.rates)[:-1] * 2.0**32)
+        draws = tf.cast(random_bits.uniform_bits([batch_size], choice_seed, 32), tf.int64)
+        passed = tf.cast(draws[:, None] >= tf.constant(bounds, tf.int64)[None, :], tf.int32)
+        denoiser = tf.reduce_sum(passed, axis=1)
+        # Per-row settings; S rows take placeholders, then their own counts.
+        is_s = [mode == "S" for mode, _, _ in self.denoisers]
+        densities = tf.gather([0.5 if s else d for (_, _, d), s in zip(self.denoisers, is_s)], denoiser)
+        means = tf.gather([1.0 if s else m for (_, m, _), s in zip(self.denoisers, is_s)], denoiser)
+        num_noise, num_spans = noise_spans.span_counts(
+            lengths, densities, means, self.num_sentinels
+        )
+        prefix_lm = tf.gather(is_s, denoiser)
+        if any(is_s):
+            split_noise = noise_spans.prefix_split_noise(lengths, split_seed)
+            num_noise = tf.where(prefix_lm, split_noise, num_noise)
+            num_spans = tf.where(prefix_lm, tf.minimum(split_noise, 1), num_spans)
+        modes = [MODES.index(mode) for mode, _, _ in self.denoisers]
+        first_ids = tf.gather(tf.gather(self.mode_token_ids, modes), denoiser)
+        return RowPlan(
+            num_noise,
+            num_spans,
+            tf.logical_not(prefix_lm),
+            first_ids,
+            {"denoiser": denoiser},
+        )

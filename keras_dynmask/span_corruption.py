@@ -1,0 +1,394 @@
+"""`SpanCorruption`: T5's span corruption with sentinels, a fresh draw every call."""
+
+import collections
+
+import keras
+import tensorflow as tf
+
+from keras_dynmask import validation
+from keras_dynmask.kernels import noise_spans
+from keras_dynmask.kernels import seeds
+from keras_dynmask.kernels import sentinels as sentinel_kernels
+from keras_dynmask.masking_layer import MaskingLayer
+from keras_dynmask.masking_layer import called_from_another_layer
+from keras_dynmask.masking_layer import is_symbolic
+from keras_dynmask.masking_layer import to_tensor
+
+# How each row is corrupted: its counts, and for mixtures of denoisers which
+# rows take sentinels, a token put first in the inputs and extra outputs.
+RowPlan = collections.namedtuple(
+    "RowPlan", ["num_noise", "num_spans", "with_sentinels", "inputs_first_ids", "extras"]
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynmask")
+class SpanCorruption(MaskingLayer):
+    """T5 span corruption: noise spans become sentinels, a new draw every call.
+
+    Per sequence of `n` real tokens (padding at the end excluded),
+    `num_noise = clip(round(n * noise_density), 1, n - 1)` tokens in
+    `num_spans = max(1, round(num_noise / mean_noise_span_length))` spans
+    (at most `num_noise`, `n - num_noise` and the number of sentinels)
+    become noise, with uniformly random noise and non-noise span lengths
+    that alternate, non-noise first (T5's `random_spans_noise_mask`, in the
+    same float32 arithmetic). `inputs` holds the non-noise tokens with each
+    noise span replaced by the next sentinel (`sentinel_ids[0]`, `[1]`,
+    ...); `targets` holds each noise span's sentinel followed by its tokens.
+    Putting the targets' spans back at the inputs' sentinels gives the
+    sequence back exactly. A sequence of fewer than 2 tokens has no noise.
+
+    A token equal to a sentinel id, or outside `[0, vocabulary_size)`, is an
+    error (a `ValueError` eagerly, a failed assertion in a graph). Under XLA
+    the assertion is dropped: such a token then passes like any other.
+
+    Like `DynamicMLMMasking`, the layer runs in `tf.data`, inside a model
+    (where it corrupts only when Keras trains; otherwise every row passes
+    with no noise) and in an exported SavedModel, with the same seeds: fresh
+    draws when unseeded, a reproducible sequence with a constructor `seed`,
+    a pure function of `(inputs, seed)` with a call-time `seed`, and keyed
+    per element by `keras_dynmask.data.mask_dataset`.
+
+    Args:
+        vocabulary_size: int >= 2, ids lie in `[0, vocabulary_size)`.
+        noise_density: float in `(0, 1)`, the share of tokens made noise.
+        mean_noise_span_length: float >= 1.
+        sentinel_ids: `None` or distinct ids, the sentinels in order. `None`:
+            `vocabulary_size - 1`, `vocabulary_size - 2`, ... (`num_sentinels`
+            of them, T5's extra ids).
+        num_sentinels: int >= 1, how many default sentinels (ignored when
+            `sentinel_ids` is given).
+        eos_id: `None` or int, appended to inputs and targets.
+        pad_token_id: int or `None`: padding, ignored at the end of a row and
+            used to pad the outputs (0 when `None`).
+        inputs_length: `None` (pad to the batch's longest) or int >= 1:
+            pad with `pad_token_id` or cut to this length.
+        targets_length: the same for the targets.
+        seed: `None` or int, seeds the layer's sequence of draws.
+        **kwargs: base layer arguments such as `name`.
+
+    Call arguments:
+        inputs: int32/int64 ids `[T]` or `[B, T]` (padding at the end of a
+            row), a `tf.RaggedTensor` `[B, (T)]`, or a dict holding
+            `"token_ids"` (its other entries pass through; they must not be
+            named `"inputs"` or `"targets"`).
+        training: `False` corrupts nothing. `None` corrupts when the layer
+            is called on its own, and inside a model only when Keras trains.
+        seed: optional shape-`[2]` int tensor; the output is then a pure
+            function of `(inputs, seed)`.
+
+    Returns:
+        A dict `{"inputs", "targets"}` of the input's dtype: `[B, L]`
+        (`[L]` for `[T]` input), `L` the set length or the batch's longest
+        row; ragged `[B, (L)]` for ragged input when the length is not set.
+        Other entries of a dict input pass through.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> corrupt = SpanCorruption(vocabulary_size=100, noise_density=0.3,
+    ...                          num_sentinels=10, eos_id=1)
+    >>> out = corrupt(tf.constant([[5, 6, 7, 8, 9, 10, 11, 12, 0, 0]]),
+    ...               seed=tf.constant([1, 2]))
+    >>> sorted(out)
+    ['inputs', 'targets']
+    >>> int(out["inputs"][0, -1]), int(out["targets"][0, 0])
+    (1, 99)
+    """
+
+    OUTPUT_KEYS = ("inputs", "targets")
+
+    def __init__(
+        self,
+        vocabulary_size,
+        noise_density=0.15,
+        mean_noise_span_length=3.0,
+        sentinel_ids=None,
+        num_sentinels=100,
+        eos_id=None,
+        pad_token_id=0,
+        inputs_length=None,
+        targets_length=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check = validation
+        self.vocabulary_size = check.as_int("vocabulary_size", vocabulary_size, 2)
+        self._noise_density = check.as_float(
+            "noise_density", noise_density, 0, 1, low_open=True, high_open=True
+        )
+        self.mean_noise_span_length = check.as_float(
+            "mean_noise_span_length", mean_noise_span_length, 1
+        )
+        self._configure_common(
+            sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
+            targets_length, seed,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "noise_density": self._noise_density,
+                "mean_noise_span_length": self.mean_noise_span_length,
+            }
+        )
+        config.update(self._common_config())
+        return config
+
+    def _configure_common(
+        self, sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
+        targets_length, seed,
+    ):
+        """Validates the arguments every span-corruption layer shares."""
+        check = validation
+        vocabulary_size = self.vocabulary_size
+        self.num_sentinels = check.as_int("num_sentinels", num_sentinels, 1, vocabulary_size)
+        if sentinel_ids is None:
+            self._given_sentinel_ids = None
+            self.sentinel_ids = [vocabulary_size - 1 - i for i in range(self.num_sentinels)]
+        else:
+            self.sentinel_ids = check.as_int_list("sentinel_ids", sentinel_ids, 0, vocabulary_size)
+            self._given_sentinel_ids = list(self.sentinel_ids)
+            if not self.sentinel_ids or len(set(self.sentinel_ids)) != len(self.sentinel_ids):
+                raise ValueError(
+                    "`sentinel_ids` must be distinct ids, at least one. "
+                    f"Received: sentinel_ids={sentinel_ids!r}"
+                )
+            self.num_sentinels = len(self.sentinel_ids)
+        self.eos_id = check.as_int("eos_id", eos_id, 0, vocabulary_size, allow_none=True)
+        self.pad_token_id = check.as_int(
+            "pad_token_id", pad_token_id, 0, vocabulary_size, allow_none=True
+        )
+        for name, value in (("eos_id", self.eos_id), ("pad_token_id", self.pad_token_id)):
+            if value is not None and value in self.sentinel_ids:
+                raise ValueError(
+                    f"`{name}` must not be a sentinel id (sentinels: "
+                    f"{self._sentinel_text()}). Received: {name}={value!r}"
+                )
+        self.inputs_length = check.as_int("inputs_length", inputs_length, 1, allow_none=True)
+        self.targets_length = check.as_int("targets_length", targets_length, 1, allow_none=True)
+        self.seed = check.as_seed(seed)
+        # A seeded layer draws its seeds from a generator started at `seed`;
+        # an unseeded one takes each from the operating system.
+        self._generator = None
+        if self.seed is not None:
+            self._generator = tf.random.Generator.from_seed(self.seed)
+
+    def _common_config(self):
+        return {
+            "sentinel_ids": self._given_sentinel_ids,
+            "num_sentinels": self.num_sentinels,
+            "eos_id": self.eos_id,
+            "pad_token_id": self.pad_token_id,
+            "inputs_length": self.inputs_length,
+            "targets_length": self.targets_length,
+            "seed": self.seed,
+        }
+
+    def _sentinel_text(self):
+        ids = self.sentinel_ids
+        return f"{ids[0]}..{ids[-1]}" if len(ids) > 4 else str(ids)
+
+    @property
+    def noise_density(self):
+        """The share of tokens made noise: the one place the layer reads it."""
+        return self._noise_density
+
+    def lengths_for(self, inputs_length):
+        """Raw and target lengths for a wanted `inputs_length` (T5's helper).
+
+        Args:
+            inputs_length: int >= 1, the wanted length of the inputs.
+
+        Returns:
+            A `SpanLengths(tokens_length, targets_length)`: the most real
+            tokens a row may hold for its inputs to fit (cut rows of raw
+            text to this), and the targets' length for such a row.
+        """
+        inputs_length = validation.as_int("inputs_length", inputs_length, 1)
+        return noise_spans.lengths_for_inputs_length(
+            inputs_length,
+            self.noise_density,
+            self.mean_noise_span_length,
+            extra_inputs_tokens=int(self.eos_id is not None),
+            max_spans=self.num_sentinels,
+        )
+
+    # Calls.
+
+    def __call__(self, inputs, training=None, seed=None, **kwargs):
+        # On its own (eagerly or in tf.data) the layer corrupts by default;
+        # inside a model it follows Keras's training flag, as Dropout does.
+        if training is None and not called_from_another_layer():
+            if not any(is_symbolic(x) for x in tf.nest.flatten(inputs)):
+                training = True
+        return super().__call__(inputs, training=training, seed=seed, **kwargs)
+
+    def call(self, inputs, training=None, seed=None):
+        token_ids, rest = self._split_inputs(inputs)
+        validation.check_integer_ids(type(self).__name__, "token_ids", token_ids, (1, 2))
+        if training is None or training is False:
+            outputs = self._outputs(token_ids, None)
+        elif training is True:
+            outputs = self._outputs(token_ids, self._seed(seed))
+        else:
+            outputs = tf.cond(
+                tf.cast(training, tf.bool),
+                lambda: self._outputs(token_ids, self._seed(seed)),
+                lambda: self._outputs(token_ids, None),
+            )
+        return {**(rest or {}), **outputs}
+
+    def compute_output_spec(self, inputs, training=None, seed=None):
+        token_ids, rest = self._split_inputs(inputs)
+        batch = tuple(token_ids.shape[:-1])
+        ragged = validation.is_ragged(token_ids)
+        outputs = {}
+        for key, length in zip(self.OUTPUT_KEYS, (self.inputs_length, self.targets_length)):
+            outputs[key] = keras.KerasTensor(
+                batch + (length,), dtype=token_ids.dtype, ragged=ragged and length is None
+            )
+        for key, dtype in self._extra_specs():
+            outputs[key] = keras.KerasTensor(batch, dtype=dtype)
+        return {**(rest or {}), **outputs}
+
+    def _extra_specs(self):
+        return ()
+
+    def _split_inputs(self, inputs):
+        name = type(self).__name__
+        if isinstance(inputs, dict):
+            if "token_ids" not in inputs:
+                raise ValueError(
+                    f"A dict input to {name} must hold 'token_ids'. "
+                    f"Received keys: {sorted(inputs)}"
+                )
+            clash = sorted(set(inputs) & set(self.OUTPUT_KEYS))
+            if clash:
+                raise ValueError(
+                    f"A dict input to {name} must not hold the output keys "
+                    f"{list(self.OUTPUT_KEYS)}. Received keys: {sorted(inputs)}"
+                )
+            rest = {k: v for k, v in inputs.items() if k != "token_ids"}
+            return to_tensor(inputs["token_ids"]), rest
+        if isinstance(inputs, (tuple, set)):
+            raise ValueError(
+                f"{name} takes a tensor of token ids or a dict with 'token_ids'. "
+                f"Received a {type(inputs).__name__}: {inputs!r}"
+            )
+        return to_tensor(inputs), None
+
+    def _seed(self, seed):
+        if seed is not None:
+            return validation.call_seed(seed)
+        if self._generator is None:
+            return seeds.fresh_seed()
+        return self._generator.make_seeds(1)[:, 0]
+
+    # Corruption.
+
+    def _checks(self, token_ids, lengths):
+        """Assertions that every real id is in range and none is a sentinel."""
+        positions = tf.range(tf.shape(token_ids)[1])[None, :]
+        real = positions < lengths[:, None]
+        in_range = validation.ids_below(
+            tf.where(real, token_ids, tf.zeros_like(token_ids)), self.vocabulary_size
+        )
+        name = type(self).__name__
+        checks = validation.require(
+            in_range,
+            f"{name} received token ids outside [0, vocabulary_size="
+            f"{self.vocabulary_size})",
+            min_id=tf.reduce_min(token_ids),
+            max_id=tf.reduce_max(token_ids),
+        )
+        is_sentinel = tf.logical_and(
+            real, sentinel_kernels.sentinel_tokens(token_ids, self.sentinel_ids)
+        )
+        checks += validation.require(
+            tf.logical_not(tf.reduce_any(is_sentinel)),
+            f"{name} received a sentinel id among the tokens (sentinels: "
+            f"{self._sentinel_text()}); a sentinel in the text would be "
+            "confused with a corrupted span",
+            sentinel_positions=tf.where(is_sentinel)[:8],
+        )
+        return checks
+
+    def _span_settings(self):
+        """`(noise_density, mean_noise_span_length)` pairs the rows may use."""
+        return [(self.noise_density, self.mean_noise_span_length)]
+
+    def _row_plan(self, lengths, seed):
+        num_noise, num_spans = noise_spans.span_counts(
+            lengths, self.noise_density, self.mean_noise_span_length, self.num_sentinels
+        )
+        return RowPlan(num_noise, num_spans, None, None, {})
+
+    def _unchanged_extras(self, batch_size):
+        return {}
+
+    def _outputs(self, token_ids, seed):
+        """The output dict; `seed=None` corrupts nothing."""
+        rank_one = validation.static_rank(token_ids) == 1
+        ragged = isinstance(token_ids, tf.RaggedTensor)
+        if ragged:
+            fill = self.pad_token_id if self.pad_token_id is not None else 0
+            dense = token_ids.to_tensor(default_value=tf.constant(fill, token_ids.dtype))
+            lengths = tf.cast(token_ids.row_lengths(), tf.int32)
+            if self.pad_token_id is not None:
+                lengths = tf.minimum(
+                    lengths, sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
+                )
+        else:
+            dense = token_ids[None, :] if rank_one else token_ids
+            lengths = sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
+        width = tf.shape(dense)[1]
+        if seed is None:
+            batch_size = tf.shape(dense)[0]
+            zeros = tf.zeros_like(lengths)
+            plan = RowPlan(zeros, zeros, None, None, self._unchanged_extras(batch_size))
+            numbers = tf.zeros_like(dense, tf.int32)
+        else:
+            with tf.control_dependencies(self._checks(dense, lengths)):
+                dense = tf.identity(dense)
+            plan_seed, spans_seed = seeds.split_seed(seed, 2)
+            plan = self._row_plan(lengths, plan_seed)
+            static_width = dense.shape[1]
+            max_spans = None
+            if static_width is not None:
+                max_spans = max(
+                    1,
+                    noise_spans.span_count_bound(
+                        static_width, self._span_settings(), self.num_sentinels
+                    ),
+                )
+            numbers = noise_spans.span_numbers(
+                lengths, plan.num_noise, plan.num_spans, spans_seed, width, max_spans
+            )
+        inputs, inputs_lengths, targets, targets_lengths = sentinel_kernels.corrupt_spans(
+            dense,
+            lengths,
+            numbers,
+            plan.num_spans,
+            self.sentinel_ids,
+            self.pad_token_id,
+            eos_id=self.eos_id,
+            inputs_width=self.inputs_length,
+            targets_width=self.targets_length,
+            with_sentinels=plan.with_sentinels,
+            inputs_first_ids=plan.inputs_first_ids,
+        )
+        outputs = {"inputs": inputs, "targets": targets}
+        if ragged:
+            if self.inputs_length is None:
+                outputs["inputs"] = tf.RaggedTensor.from_tensor(inputs, lengths=inputs_lengths)
+            if self.targets_length is None:
+                outputs["targets"] = tf.RaggedTensor.from_tensor(targets, lengths=targets_lengths)
+        if rank_one:
+            outputs = {key: value[0] for key, value in outputs.items()}
+            extras = {key: value[0] for key, value in plan.extras.items()}
+        else:
+            extras = dict(plan.extras)
+        return {**outputs, **extras}
