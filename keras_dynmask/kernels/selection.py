@@ -83,7 +83,12 @@ def exact_counts(eligible_count, mask_rate, max_predictions=None):
         mask_rate: Python float or float scalar tensor.
         max_predictions: `None` or an int cap.
     """
-    rate = tf.cast(mask_rate, tf.float64)
+    # A Python float goes straight to float64 (`tf.cast` would pass it
+    # through float32 first: 0.15 would become 0.15000000596).
+    if tf.is_tensor(mask_rate):
+        rate = tf.cast(mask_rate, tf.float64)
+    else:
+        rate = tf.constant(mask_rate, tf.float64)
     counts = tf.cast(tf.round(rate * tf.cast(eligible_count, tf.float64)), tf.int32)
     counts = tf.maximum(counts, tf.minimum(eligible_count, 1))
     counts = tf.minimum(counts, eligible_count)
