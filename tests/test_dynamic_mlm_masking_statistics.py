@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
 from mlm_reference import expected_exact_count
 from keras_dynmask import DynamicMLMMasking
-from keras_dynmask.kernels import mlm_masking
+from keras_dynmask.kernels import random_bits
 
 SIGMAS = 5.0
 P_VALUE = 1e-6
@@ -195,9 +195,8 @@ def selection_of(config, ids, seed):
 @pytest.mark.parametrize("kind", ["dense-int32", "ragged-int64"])
 def test_selected_fraction_is_mask_rate_on_the_16_bit_path(kind):
     config = dict(BERT_LIKE, mask_rate=0.15)
-    bits, _ = mlm_masking.choose_thresholds(
-        DynamicMLMMasking(**config).plan.action_probabilities(0.15)
-    )
+    layer = DynamicMLMMasking(**config)
+    bits = random_bits.choose_bits([0.15 * share for share in layer.corruption_shares])
     assert bits == 16
     rng = np.random.default_rng(1)
     if kind == "dense-int32":
@@ -224,7 +223,7 @@ def test_selected_fraction_is_mask_rate_on_the_16_bit_path(kind):
 def test_selected_fraction_is_mask_rate_on_the_32_bit_path(mask_rate, tokens):
     config = dict(BERT_LIKE, mask_rate=mask_rate)
     layer = DynamicMLMMasking(**config, output_mode="fit")
-    bits, _ = mlm_masking.choose_thresholds(layer.plan.action_probabilities(mask_rate))
+    bits = random_bits.choose_bits([mask_rate * share for share in layer.corruption_shares])
     assert bits == 32
     # All ids eligible; chunks of 4M tokens, each with its own seed.
     chunk = tf.constant(

@@ -1,13 +1,13 @@
-"""`keras_dynmask.static_masking`: masks drawn once, then replayed."""
+"""examples/static_masking.py: masks drawn once, then replayed."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_dynmask import DynamicMLMMasking
-from keras_dynmask.static_masking import epoch_order
-from keras_dynmask.static_masking import materialize_static_masks
-from keras_dynmask.static_masking import static_masked_dataset
+from static_masking import epoch_order
+from static_masking import materialize_static_masks
+from static_masking import static_masked_dataset
 
 VOCABULARY = 60
 MASK_ID = 4

@@ -1,14 +1,14 @@
-"""Masking on tf.data service workers: reproducible, fresh, fault behaviour.
+"""`keras_dynmask.data.distribute_masking`: masking on tf.data service workers.
 
-Every server runs in its own process on 127.0.0.1 (port 0), started by
-`LocalDataService`; each test that starts one stops it in a `with` block,
-and checks that no process it started is left.
+The pipeline the workers run (`masking_pipeline`) is checked in-process;
+then through a local service (`keras_dynmask.tools.local_data_service`):
+reproducible with a seed, fresh without, and what a dead worker costs.
+Each test that starts servers stops them and checks no process is left.
 """
 
 import collections
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from service_processes import assert_all_gone
 from keras_dynmask import DynamicMLMMasking
-from keras_dynmask.data import LocalDataService
 from keras_dynmask.data import distribute_masking
 from keras_dynmask.data import mask_dataset
 from keras_dynmask.data import masking_pipeline
-from keras_dynmask.data.data_service import server_command
-from keras_dynmask.data.data_service import server_environment
+from keras_dynmask.tools.local_data_service import LocalDataService
 
 VOCABULARY_SIZE = 2000
 MASK_ID = 4
@@ -60,39 +59,6 @@ def pairs(dataset):
         for row, mask in zip(corrupted, masks):
             found[(int(row[0]), tuple(row.tolist()), tuple(mask.tolist()))] += 1
     return found
-
-
-def is_alive(pid):
-    """True if process `pid` exists and is not a zombie (Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def processes_mentioning(text):
-    """PIDs of live processes whose command line contains `text` (Linux)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if text in cmdline and is_alive(entry):
-            found.append(int(entry))
-    return found
-
-
-def assert_all_gone(cluster):
-    servers = [cluster.dispatcher, *cluster.workers]
-    assert all(not server.is_running() for server in servers), servers
-    for server in servers:
-        with pytest.raises(ProcessLookupError):
-            os.killpg(server.pid, 0)
 
 
 @pytest.fixture(scope="module")
@@ -397,98 +363,3 @@ def test_distributed_epoch_when_a_worker_dies_mid_epoch(tmp_path):
     assert set(got) <= set(reference)  # every delivered mask is its keyed mask
     assert stalled_at["count"] > delivered_at_kill  # the other worker carried on
     assert sum(got.values()) + len(lost) == num_rows
-
-
-# Process management.
-
-
-def test_start_up_is_bounded_and_leaves_no_process(tmp_path):
-    with pytest.raises(TimeoutError, match="start_timeout_s=0.5"):
-        LocalDataService(num_workers=2, start_timeout_s=0.5, log_dir=str(tmp_path))
-    assert processes_mentioning(str(tmp_path)) == []
-
-
-def test_servers_exit_when_the_process_that_started_them_dies(tmp_path):
-    ready_file = str(tmp_path / "dispatcher.ready")
-    # A parent without TensorFlow starts a dispatcher, waits until it
-    # serves, prints its pid and dies without stopping it.
-    parent = f"""
-import os, subprocess, sys, time
-command = {server_command("dispatcher", ready_file, 0)!r}
-command[command.index("--parent-pid") + 1] = str(os.getpid())
-server = subprocess.Popen(command, start_new_session=True,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-deadline = time.monotonic() + 120
-while not os.path.exists({ready_file!r}) and time.monotonic() < deadline:
-    time.sleep(0.05)
-print(server.pid, flush=True)
-os._exit(0)
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", parent],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        env=server_environment(),
-    )
-    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-3000:]
-    server_pid = int(result.stdout.split()[-1])
-    try:
-        assert os.path.exists(ready_file), result.stderr[-3000:]
-        deadline = time.monotonic() + 15
-        while is_alive(server_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not is_alive(server_pid), "the dispatcher outlived its parent"
-    finally:
-        if is_alive(server_pid):
-            os.killpg(server_pid, signal.SIGKILL)
-
-
-def test_cluster_arguments_are_validated():
-    with pytest.raises(ValueError, match="num_workers=-1"):
-        LocalDataService(num_workers=-1)
-    with pytest.raises(ValueError, match="start_timeout_s=0"):
-        LocalDataService(start_timeout_s=0)
-    with pytest.raises(ValueError, match="import_modules='tensorflow_text'"):
-        LocalDataService(import_modules="tensorflow_text")
-
-
-def test_example_trains_on_worker_masks_and_leaves_no_process(tmp_path):
-    words = np.array(
-        "the a of to in is for on with as by an be this that from it or are "
-        "value list file path name return string object module class data "
-        "error type number default function argument call read write open "
-        "close line text byte index key item set get new old first last".split()
-    )
-    picks = np.random.RandomState(0).randint(0, len(words), size=(300, 12))
-    text = "\n\n".join(" ".join(words[row]) + "." for row in picks)
-    (tmp_path / "corpus.txt").write_text(text)
-    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tf_data_service.py")
-    result = subprocess.run(
-        [
-            sys.executable,
-            example,
-            "--text-files",
-            str(tmp_path / "*.txt"),
-            "--workers",
-            "2",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "16",
-            "--sequence-length",
-            "24",
-            "--vocabulary-size",
-            "200",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    assert "stopped: 3 of 3 server processes exited" in result.stdout
-    assert "trained 2 epochs" in result.stdout
-    pids_line = next(line for line in result.stdout.splitlines() if "(pids [" in line)
-    pids = [int(p) for p in pids_line.split("(pids [")[1].rstrip("])").split(",")]
-    assert len(pids) == 3 and not [pid for pid in pids if is_alive(pid)]

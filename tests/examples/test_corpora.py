@@ -1,4 +1,4 @@
-"""Tests for keras_dynmask.data.corpora: loaders, split, errors."""
+"""Tests for examples/corpora.py: loaders, split, errors."""
 
 import pathlib
 import sysconfig
@@ -6,11 +6,11 @@ import sysconfig
 import pytest
 import tensorflow as tf
 
-from keras_dynmask.data import Corpus
-from keras_dynmask.data import load_corpus
-from keras_dynmask.data import load_stdlib_docstrings
-from keras_dynmask.data import load_text_files
-from keras_dynmask.data import load_tfds
+from corpora import Corpus
+from corpora import load_corpus
+from corpora import load_stdlib_docstrings
+from corpora import load_text_files
+from corpora import load_tfds
 
 STDLIB = pathlib.Path(sysconfig.get_paths()["stdlib"])
 

@@ -1,11 +1,11 @@
-"""Tests for keras_dynmask.tokenizer.WordPieceTokenizer."""
+"""Tests for keras_dynmask.text.wordpiece_tokenizer.WordPieceTokenizer."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_dynmask.tokenizer import SPECIAL_TOKENS
-from keras_dynmask.tokenizer import WordPieceTokenizer
+from keras_dynmask.text import WordPieceTokenizer
+from keras_dynmask.text.wordpiece_tokenizer import SPECIAL_TOKENS
 
 TEXTS = [
     "The cat sat on the mat.",
