@@ -182,8 +182,13 @@ class DenoiserMixture(SpanCorruption):
 
     # The per-row plan SpanCorruption's kernels follow.
 
-    def _span_settings(self):
-        return [(d, m) for mode, m, d in self.denoisers if mode != "S"] or [(0.5, 1.0)]
+    def _count_bounds(self, width):
+        settings = [(d, m) for mode, m, d in self.denoisers if mode != "S"]
+        bounds = noise_spans.count_bounds(width, settings, self.num_sentinels)
+        if len(settings) < len(self.denoisers):
+            # A prefix-LM split leaves 1 to n - 1 tokens on either side.
+            bounds = (max(bounds[0], width - 1), max(bounds[1], width - 1), bounds[2])
+        return bounds
 
     def _extra_specs(self):
         return (("denoiser", "int32"),)

@@ -289,36 +289,53 @@ class SpanCorruption(MaskingLayer):
 
     # Corruption.
 
-    def _checks(self, token_ids, lengths):
-        """Assertions that every real id is in range and none is a sentinel."""
-        positions = tf.range(tf.shape(token_ids)[1])[None, :]
-        real = positions < lengths[:, None]
-        in_range = validation.ids_below(
-            tf.where(real, token_ids, tf.zeros_like(token_ids)), self.vocabulary_size
-        )
-        name = type(self).__name__
-        checks = validation.require(
-            in_range,
-            f"{name} received token ids outside [0, vocabulary_size="
-            f"{self.vocabulary_size})",
-            min_id=tf.reduce_min(token_ids),
-            max_id=tf.reduce_max(token_ids),
-        )
-        is_sentinel = tf.logical_and(
-            real, sentinel_kernels.sentinel_tokens(token_ids, self.sentinel_ids)
-        )
-        checks += validation.require(
-            tf.logical_not(tf.reduce_any(is_sentinel)),
-            f"{name} received a sentinel id among the tokens (sentinels: "
-            f"{self._sentinel_text()}); a sentinel in the text would be "
-            "confused with a corrupted span",
-            sentinel_positions=tf.where(is_sentinel)[:8],
-        )
-        return checks
+    def _checked(self, token_ids):
+        """`token_ids`, after checking every id is in range and none a sentinel.
 
-    def _span_settings(self):
-        """`(noise_density, mean_noise_span_length)` pairs the rows may use."""
-        return [(self.noise_density, self.mean_noise_span_length)]
+        One unsigned max decides when the sentinels are the vocabulary's
+        top ids (the default); the message's values are computed only on
+        failure. Padding is never a sentinel, so every position is checked.
+        """
+        name = type(self).__name__
+        lowest = min(self.sentinel_ids)
+        top_range = sorted(self.sentinel_ids) == list(range(lowest, self.vocabulary_size))
+        if top_range:
+            valid = validation.ids_below(token_ids, lowest)
+        else:
+            valid = tf.logical_and(
+                validation.ids_below(token_ids, self.vocabulary_size),
+                tf.logical_not(
+                    tf.reduce_any(sentinel_kernels.sentinel_tokens(token_ids, self.sentinel_ids))
+                ),
+            )
+
+        def failed():
+            is_sentinel = sentinel_kernels.sentinel_tokens(token_ids, self.sentinel_ids)
+            checks = validation.require(
+                tf.logical_not(tf.reduce_any(is_sentinel)),
+                f"{name} received a sentinel id among the tokens (sentinels: "
+                f"{self._sentinel_text()}), which would be confused with a "
+                "corrupted span",
+                sentinel_positions=tf.where(is_sentinel)[:8],
+            )
+            checks += validation.require(
+                validation.ids_below(token_ids, self.vocabulary_size),
+                f"{name} received token ids outside [0, vocabulary_size="
+                f"{self.vocabulary_size})",
+                min_id=tf.reduce_min(token_ids),
+                max_id=tf.reduce_max(token_ids),
+            )
+            with tf.control_dependencies(checks):
+                return tf.identity(token_ids)
+
+        if tf.executing_eagerly():
+            return token_ids if bool(valid) else failed()
+        return tf.cond(valid, lambda: token_ids, failed)
+
+    def _count_bounds(self, width):
+        """`(max_nonnoise, max_noise, max_spans)` over rows of <= `width` tokens."""
+        settings = [(self.noise_density, self.mean_noise_span_length)]
+        return noise_spans.count_bounds(width, settings, self.num_sentinels)
 
     def _row_plan(self, lengths, seed):
         num_noise, num_spans = noise_spans.span_counts(
@@ -344,33 +361,28 @@ class SpanCorruption(MaskingLayer):
         else:
             dense = token_ids[None, :] if rank_one else token_ids
             lengths = sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
-        width = tf.shape(dense)[1]
         if seed is None:
             batch_size = tf.shape(dense)[0]
             zeros = tf.zeros_like(lengths)
             plan = RowPlan(zeros, zeros, None, None, self._unchanged_extras(batch_size))
-            numbers = tf.zeros_like(dense, tf.int32)
+            zeros = zeros[:, None]
+            layout = noise_spans.SpanLayout(
+                tf.concat([zeros, lengths[:, None]], 1), tf.concat([zeros, zeros], 1)
+            )
         else:
-            with tf.control_dependencies(self._checks(dense, lengths)):
-                dense = tf.identity(dense)
+            dense = self._checked(dense)
             plan_seed, spans_seed = seeds.split_seed(seed, 2)
             plan = self._row_plan(lengths, plan_seed)
             static_width = dense.shape[1]
-            max_spans = None
+            bounds = None
             if static_width is not None:
-                max_spans = max(
-                    1,
-                    noise_spans.span_count_bound(
-                        static_width, self._span_settings(), self.num_sentinels
-                    ),
-                )
-            numbers = noise_spans.span_numbers(
-                lengths, plan.num_noise, plan.num_spans, spans_seed, width, max_spans
+                bounds = self._count_bounds(static_width)
+            layout = noise_spans.span_layout(
+                lengths, plan.num_noise, plan.num_spans, spans_seed, bounds
             )
         inputs, inputs_lengths, targets, targets_lengths = sentinel_kernels.corrupt_spans(
             dense,
-            lengths,
-            numbers,
+            layout,
             plan.num_spans,
             self.sentinel_ids,
             self.pad_token_id,

@@ -15,13 +15,13 @@ is equally likely.
 
 A composition of `m` items into `k` parts is `k - 1` distinct cut points
 among the `m - 1` gaps: each gap gets one uniform 31-bit key, gaps past the
-row's `m - 1` get -1, and one `top_k` over the whole batch (every row's
-noise and non-noise compositions at once) keeps each row's largest keys.
+row's `m - 1` get -1, and one `top_k` over the whole batch keeps each row's
+`k - 1` largest keys (one for the noise, one for the non-noise lengths).
 
-The result is one int32 per position, its *span number* in the
-alternation: 0 the first non-noise span, 1 the first noise span, 2 the
-second non-noise span, ...; odd means noise. `keras_dynmask.kernels.sentinels`
-turns it into inputs and targets.
+The result is a `SpanLayout`: per row, the running totals of the non-noise
+and noise span lengths (`[B, K + 1]`, `K` the most spans), small enough
+that `keras_dynmask.kernels.sentinels` builds inputs and targets from it
+with one gather per output slot, never a pass over every position.
 """
 
 import collections
@@ -89,22 +89,24 @@ def python_span_counts(lengths, noise_density, mean_noise_span_length, max_spans
     return np.where(noisy, num_noise, 0), np.where(noisy, num_spans, 0)
 
 
-def span_count_bound(width, settings, max_spans=None):
-    """The most spans any row of at most `width` tokens gets (a Python int).
+def count_bounds(width, settings, max_spans=None):
+    """Python ints `(max_nonnoise, max_noise, max_spans)` over rows of <= `width` tokens.
 
     Args:
         width: int, the longest row.
-        settings: `(noise_density, mean_noise_span_length)` pairs.
+        settings: `(noise_density, mean_noise_span_length)` pairs the rows
+            may use.
         max_spans: `None` or int cap.
     """
     lengths = np.arange(int(width) + 1)
-    bound = 0
+    bounds = [0, 0, 0]
     for noise_density, mean_noise_span_length in settings:
-        _, num_spans = python_span_counts(
+        num_noise, num_spans = python_span_counts(
             lengths, noise_density, mean_noise_span_length, max_spans
         )
-        bound = max(bound, int(num_spans.max()))
-    return bound
+        found = (lengths - num_noise, num_noise, num_spans)
+        bounds = [max(b, int(f.max())) for b, f in zip(bounds, found)]
+    return tuple(max(b, 1) for b in bounds)
 
 
 def lengths_for_inputs_length(
@@ -157,16 +159,16 @@ def lengths_for_inputs_length(
     return SpanLengths(tokens_length, corrupted_lengths(tokens_length)[1])
 
 
-def random_cuts(totals, parts, seed, width, max_cuts):
+def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     """Sorted cut points of one uniformly random composition per row.
 
     Args:
-        totals: int32 `[R]`, items per row (at most `width`).
+        totals: int32 `[R]`, items per row (at most `num_gaps + 1`).
         parts: int32 `[R]`, parts per row, in `[1, totals]` (or 0).
         seed: shape-`[2]` seed.
-        width: int32 scalar, the most items a row may hold.
-        max_cuts: int (Python or scalar tensor) >= every `parts - 1`, and
-            at most `width - 1`.
+        num_gaps: int (Python or scalar tensor) >= every `totals - 1`.
+        max_cuts: int (Python or scalar tensor) >= every `parts - 1`, at
+            most `num_gaps`.
 
     Returns:
         int32 `[R, max_cuts]`: per row, the `parts - 1` cut points (distinct,
@@ -174,66 +176,109 @@ def random_cuts(totals, parts, seed, width, max_cuts):
         the items from cut `i - 1` (0 for the first) up to cut `i`.
     """
     rows = tf.shape(totals)[0]
-    num_gaps = tf.maximum(width - 1, 0)
     draws = random_bits.uniform_bits(tf.stack([rows, num_gaps]), seed, 32)
     keys = tf.bitcast(tf.bitwise.right_shift(draws, 1), tf.int32)
     gaps = tf.range(1, num_gaps + 1)[None, :]
     keys = tf.where(gaps < totals[:, None], keys, -1)
+    # In key order, so each row's first `parts - 1` are its largest keys.
     chosen = tf.math.top_k(keys, k=max_cuts, sorted=True).indices + 1
     rank = tf.range(max_cuts)[None, :]
     cuts = tf.where(rank < parts[:, None] - 1, chosen, totals[:, None])
     return tf.sort(cuts, axis=1)
 
 
-def span_numbers(lengths, num_noise, num_spans, seed, width, max_spans=None):
-    """Each position's span number (odd: noise), int32 `[B, width]`.
+SpanLayout = collections.namedtuple("SpanLayout", ["nonnoise_before", "noise_before"])
+SpanLayout.__doc__ = """Where each row's spans lie, int32 `[B, K + 1]` each.
+
+Attributes:
+    nonnoise_before: column `r`, the non-noise tokens in the row's first
+        `r` non-noise spans (0 first; the row's total from its last span on).
+    noise_before: column `r`, the noise tokens in its first `r` noise spans.
+
+Non-noise span `r` (from 1) starts at position
+`nonnoise_before[r - 1] + noise_before[r - 1]`, noise span `r` at
+`nonnoise_before[r] + noise_before[r - 1]`.
+"""
+
+
+def span_layout(lengths, num_noise, num_spans, seed, bounds=None):
+    """Draws each row's noise and non-noise span lengths: a `SpanLayout`.
 
     Args:
-        lengths: int32 `[B]`, real tokens per row (at most `width`).
+        lengths: int32 `[B]`, real tokens per row.
         num_noise: int32 `[B]`, noise tokens per row (`span_counts`).
         num_spans: int32 `[B]`, noise spans per row (0 only with no noise).
         seed: shape-`[2]` seed.
-        width: int32 scalar, the rows' padded length.
-        max_spans: Python int >= every `num_spans` (needed under XLA), or
-            `None` for the batch's largest.
+        bounds: `None` (the batch's largest, found at run time) or Python
+            ints `(max_nonnoise, max_noise, max_spans)` no row exceeds
+            (needed under XLA).
 
     Returns:
-        int32 `[B, width]`: 0 in the first non-noise span, 1 in the first
-        noise span, 2 in the second non-noise span, and so on; past a row's
-        length, a number >= its last.
+        A `SpanLayout` with `K = max_spans` (at least 1).
     """
     lengths = tf.cast(lengths, tf.int32)
     num_nonnoise = lengths - num_noise
-    if max_spans is None:
-        max_spans = tf.reduce_max(tf.concat([num_spans, [1]], 0))
+    if bounds is None:
+        def largest(values):
+            return tf.reduce_max(tf.concat([values, [1]], 0))
+
+        bounds = (largest(num_nonnoise), largest(num_noise), largest(num_spans))
+    max_nonnoise, max_noise, max_spans = bounds
     max_cuts = tf.maximum(max_spans - 1, 0) if tf.is_tensor(max_spans) else max(max_spans - 1, 0)
-    batch = tf.shape(lengths)[0]
-    cuts = random_cuts(
-        tf.concat([num_nonnoise, num_noise], 0),
-        tf.concat([num_spans, num_spans], 0),
-        seed,
-        width,
-        max_cuts,
+
+    def gaps(max_items):
+        if tf.is_tensor(max_items):
+            return tf.maximum(max_items - 1, max_cuts)
+        return max(max_items - 1, max_cuts)
+
+    nonnoise_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    nonnoise_cuts = random_cuts(num_nonnoise, num_spans, nonnoise_seed, gaps(max_nonnoise), max_cuts)
+    noise_cuts = random_cuts(num_noise, num_spans, noise_seed, gaps(max_noise), max_cuts)
+    zeros = tf.zeros_like(lengths)[:, None]
+    return SpanLayout(
+        tf.concat([zeros, nonnoise_cuts, num_nonnoise[:, None]], 1),
+        tf.concat([zeros, noise_cuts, num_noise[:, None]], 1),
     )
-    nonnoise_cuts, noise_cuts = cuts[:batch], cuts[batch:]
-    zeros = tf.zeros([batch, 1], tf.int32)
-    # nonnoise_before[:, r]: non-noise tokens in the first r non-noise spans;
-    # noise_before[:, r]: noise tokens in the first r noise spans.
-    nonnoise_before = tf.concat([zeros, nonnoise_cuts, num_nonnoise[:, None]], 1)
-    noise_before = tf.concat([zeros, noise_cuts], 1)
-    nonnoise_starts = nonnoise_before[:, :-1] + noise_before
-    noise_starts = nonnoise_before[:, 1:] + noise_before
-    starts = tf.reshape(tf.stack([nonnoise_starts, noise_starts], axis=2), [batch, -1])
-    # Count the span starts at or before each position: one segment sum
-    # marks them (those at or past `width` fall in a spare column), one
-    # cumulative sum counts them.
+
+
+def count_marks(starts, width):
+    """Per position, how many of each row's `starts` lie at or before it.
+
+    Args:
+        starts: int32 `[B, S]`, any order; those at or past `width` count
+            nowhere.
+        width: int32 scalar.
+
+    Returns:
+        `(counts, marks)`, int32 `[B, width + 1]`: `marks` the number of
+        starts at each position (past `width` in the last column), `counts`
+        its cumulative sum.
+    """
+    batch = tf.shape(starts)[0]
     columns = width + 1
-    segments = tf.range(batch)[:, None] * columns + tf.minimum(starts, width)
-    marks = tf.math.unsorted_segment_sum(
-        tf.ones_like(segments), segments, batch * columns
-    )
-    marks = tf.reshape(marks, [batch, columns])[:, :width]
-    return tf.cumsum(marks, axis=1) - 1
+    segments = tf.range(batch)[:, None] * columns + tf.clip_by_value(starts, 0, width)
+    marks = tf.math.unsorted_segment_sum(tf.ones_like(segments), segments, batch * columns)
+    marks = tf.reshape(marks, [batch, columns])
+    return tf.cumsum(marks, axis=1), marks
+
+
+def noise_mask(layout, lengths, width):
+    """bool `[B, width]`: True at each row's noise positions.
+
+    Args:
+        layout: a `SpanLayout`.
+        lengths: int32 `[B]`, real tokens per row.
+        width: int32 scalar, the rows' padded length.
+    """
+    nonnoise_before, noise_before = layout
+    nonnoise_starts = nonnoise_before[:, :-1] + noise_before[:, :-1]
+    noise_starts = nonnoise_before[:, 1:] + noise_before[:, :-1]
+    # Noise span r starts after non-noise span r: count both kinds of start.
+    starts = tf.concat([nonnoise_starts, noise_starts], axis=1)
+    counts, _ = count_marks(starts, width)
+    positions = tf.range(width)[None, :]
+    even = tf.equal(tf.bitwise.bitwise_and(counts[:, :width], 1), 0)
+    return tf.logical_and(even, positions < lengths[:, None])
 
 
 def prefix_split_noise(lengths, seed):

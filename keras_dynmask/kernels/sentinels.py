@@ -1,18 +1,24 @@
 """What span corruption makes of the noise: sentinels, inputs and targets.
 
-From each position's span number (`keras_dynmask.kernels.noise_spans`: odd
-means noise, span `2j + 1` is the `j`-th noise span) the inputs keep the
-non-noise tokens and put `sentinel_ids[j]` in place of the `j`-th noise
-span; the targets hold, for each noise span, its sentinel and then its
-tokens (T5's `noise_span_to_unique_sentinel` and
-`nonnoise_span_to_unique_sentinel`: the sentinel stands where the non-noise
-span before the noise span was). Both are packed left, an eos appended, and
-padded or cut to a width, with one segment sum each: no loop over tokens.
+From each row's span layout (`keras_dynmask.kernels.noise_spans`) the
+inputs keep the non-noise tokens and put `sentinel_ids[j]` in place of the
+`j`-th noise span; the targets hold, for each noise span, its sentinel and
+then its tokens (what T5's `noise_span_to_unique_sentinel` and
+`nonnoise_span_to_unique_sentinel` make). Both end with the eos, if any, and
+are padded or cut to a width. Every output slot is one gather from its
+source position: no loop over tokens, no pass over the dropped ones.
 """
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 from keras_dynmask.kernels import selection
+
+
+def in_xla_context():
+    """True while tracing a function XLA compiles (`jit_compile=True`)."""
+    graph = tf.compat.v1.get_default_graph()
+    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
 
 
 def sentinel_tokens(token_ids, sentinel_ids):
@@ -40,57 +46,69 @@ def trailing_lengths(token_ids, pad_token_id):
     return tf.reduce_max(tf.where(real, positions, 0), axis=1)
 
 
-def pack_left(values, keep, width, pad_token_id, eos_id=None, first_ids=None):
-    """Packs each row's kept values to the left: `[first] kept... [eos] pad...`.
+def sentinel_values(indices, sentinel_ids, dtype):
+    """The `indices`-th sentinels (clipped to the list): one subtraction
+    when the ids run down by one (T5's extra ids), else a lookup."""
+    sentinel_ids = list(sentinel_ids)
+    indices = tf.clip_by_value(indices, 0, len(sentinel_ids) - 1)
+    if sentinel_ids == list(range(sentinel_ids[0], sentinel_ids[0] - len(sentinel_ids), -1)):
+        return tf.constant(sentinel_ids[0], dtype) - tf.cast(indices, dtype)
+    return tf.gather(tf.constant(sentinel_ids, dtype), indices)
+
+
+def _segments(starts, width):
+    """`(counts, marks)`, int32 `[B, width + 1]`, for segments starting at `starts`.
+
+    `marks[:, q]` is the number of segments starting at slot `q`, `counts`
+    its cumulative sum (each slot's 0-based segment, when one starts at 0
+    uncounted); starts past `width` fall in a spare column, dropped.
+    """
+    batch = tf.shape(starts)[0]
+    columns = width + 2
+    segments = tf.range(batch)[:, None] * columns + tf.clip_by_value(starts, 0, width + 1)
+    marks = tf.math.unsorted_segment_sum(tf.ones_like(segments), segments, batch * columns)
+    marks = tf.reshape(marks, [batch, columns])[:, : width + 1]
+    return tf.cumsum(marks, axis=1), marks
+
+
+def _finish(values, slots, total, pad, eos_id):
+    """`values` up to `total`, then the eos (if any), then padding."""
+    dtype = values.dtype
+    after = tf.fill(tf.shape(values), pad)
+    if eos_id is not None:
+        after = tf.where(tf.equal(slots, total[:, None]), tf.constant(eos_id, dtype), after)
+    return tf.where(slots < total[:, None], values, after)
+
+
+def corrupt_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options):
+    """T5 inputs and targets of `[B, T]` ids from their `SpanLayout`.
+
+    Outside XLA the outputs are cut from the ids as runs (`tf.ragged.range`
+    over each span's positions, one gather); under XLA, which needs static
+    shapes, every output slot is gathered from its source position
+    (`gathered_spans`). Both give the same outputs.
 
     Args:
-        values: int `[B, T]`.
-        keep: bool `[B, T]`.
-        width: int (Python or scalar tensor) or `None` for the batch's longest.
-        pad_token_id: int, fills the rest (0 when `None`).
-        eos_id: `None` or int appended after the kept values.
-        first_ids: `None` or int `[B]` put before them (e.g. a mode token).
+        token_ids: int32/int64 `[B, T]`.
+        layout: the rows' `noise_spans.SpanLayout`.
+        num_spans: int32 `[B]`, noise spans per row (0: no noise).
+        sentinel_ids: Python ints, the `r`-th noise span's sentinel first.
+        pad_token_id: int or `None` (0), fills past each row's end.
+        **options: `eos_id`, `inputs_width`, `targets_width`,
+            `with_sentinels`, `inputs_first_ids` (see `gathered_spans`).
 
     Returns:
-        `(packed, lengths)`: `[B, width]` values of `values`' dtype, cut at
-        `width`, and int32 `[B]` lengths (at most `width`).
+        `(inputs, inputs_lengths, targets, targets_lengths)`: `[B, width]`
+        of `token_ids`' dtype, and int32 `[B]`.
     """
-    dtype = values.dtype
-    pad = tf.constant(pad_token_id or 0, dtype)
-    keep = tf.cast(keep, tf.int32)
-    offset = 0 if first_ids is None else 1
-    slots = tf.cumsum(keep, axis=1) - 1 + offset
-    count = tf.reduce_sum(keep, axis=1) + offset
-    columns = [values]
-    slot_columns = [tf.where(keep > 0, slots, -1)]
-    if first_ids is not None:
-        columns.insert(0, tf.cast(first_ids, dtype)[:, None])
-        slot_columns.insert(0, tf.zeros_like(count)[:, None])
-    if eos_id is not None:
-        columns.append(tf.fill(tf.shape(count)[:1], tf.constant(eos_id, dtype))[:, None])
-        slot_columns.append(count[:, None])
-        count += 1
-    if len(columns) > 1:
-        values = tf.concat(columns, axis=1)
-        slots = tf.concat(slot_columns, axis=1)
-    else:
-        slots = slot_columns[0]
-    if width is None:
-        width = tf.reduce_max(tf.concat([count, [0]], 0))
-    batch = tf.shape(values)[0]
-    stride = width + 1
-    # Dropped and cut-off values all land in one spare column per row.
-    slots = tf.where((slots >= 0) & (slots < width), slots, width)
-    segments = tf.range(batch)[:, None] * stride + slots
-    packed = tf.math.unsorted_segment_sum(values - pad, segments, batch * stride)
-    packed = tf.reshape(packed, [batch, stride])[:, :width] + pad
-    return packed, tf.minimum(count, width)
+    if in_xla_context():
+        return gathered_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options)
+    return cut_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options)
 
 
-def corrupt_spans(
+def cut_spans(
     token_ids,
-    lengths,
-    span_numbers,
+    layout,
     num_spans,
     sentinel_ids,
     pad_token_id,
@@ -100,60 +118,163 @@ def corrupt_spans(
     with_sentinels=None,
     inputs_first_ids=None,
 ):
-    """T5 inputs and targets from the span numbers of `[B, T]` ids.
+    """`corrupt_spans` as runs: the ids, sentinels, eos and first ids in one
+    flat tensor, each output row a list of ranges into it."""
+    dtype = token_ids.dtype
+    batch = tf.shape(token_ids)[0]
+    width = tf.shape(token_ids)[1]
+    nonnoise_before, noise_before = layout
+    span = tf.range(1, tf.shape(nonnoise_before)[1])[None, :]
+    row_start = tf.range(batch)[:, None] * width
+    # Non-noise span r starts at N, noise span r at Z, the next non-noise at Z_end.
+    nonnoise_start = nonnoise_before[:, :-1] + noise_before[:, :-1] + row_start
+    noise_start = nonnoise_before[:, 1:] + noise_before[:, :-1] + row_start
+    noise_end = nonnoise_before[:, 1:] + noise_before[:, 1:] + row_start
+    sentinel_ids = list(sentinel_ids)
+    pieces = [tf.reshape(token_ids, [-1]), tf.constant(sentinel_ids, dtype)]
+    sentinel_offset = batch * width
+    sentinel_start = sentinel_offset + tf.minimum(span - 1, len(sentinel_ids) - 1)
+    sentinel_start += tf.zeros_like(nonnoise_start)
+    has_sentinel = span <= num_spans[:, None]
+    if with_sentinels is not None:
+        has_sentinel = tf.logical_and(has_sentinel, with_sentinels[:, None])
+    sentinel_end = tf.where(has_sentinel, sentinel_start + 1, sentinel_start)
+    after = sentinel_offset + len(sentinel_ids)
+    head, tail = [], []
+    if inputs_first_ids is not None:
+        pieces.append(tf.cast(inputs_first_ids, dtype))
+        first = after + tf.range(batch)[:, None]
+        head = [(first, first + 1)]
+        after += batch
+    if eos_id is not None:
+        pieces.append(tf.constant([eos_id], dtype))
+        eos = tf.fill([batch, 1], after)
+        tail = [(eos, eos + 1)]
+    flat = tf.concat(pieces, 0)
+
+    def cut(runs, width, runs_head=()):
+        starts = tf.concat([r[0] for r in (*runs_head, *runs)], 1)
+        limits = tf.concat([r[1] for r in (*runs_head, *runs)], 1)
+        lengths = tf.reduce_sum(limits - starts, axis=1)
+        positions = tf.ragged.range(tf.reshape(starts, [-1]), tf.reshape(limits, [-1]))
+        values = tf.gather(flat, positions.flat_values)
+        ragged = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
+        shape = None if width is None else [None, width]
+        dense = ragged.to_tensor(tf.constant(pad_token_id or 0, dtype), shape=shape)
+        if width is not None:
+            lengths = tf.minimum(lengths, width)
+        return dense, lengths
+
+    # Inputs: per span, its non-noise run then its sentinel (interleaved
+    # column by column so the runs stay in order).
+    def interleaved(*runs):
+        starts = tf.reshape(tf.stack([r[0] for r in runs], 2), [batch, -1])
+        limits = tf.reshape(tf.stack([r[1] for r in runs], 2), [batch, -1])
+        return starts, limits
+
+    inputs, inputs_lengths = cut(
+        [interleaved((nonnoise_start, noise_start), (sentinel_start, sentinel_end)), *tail],
+        inputs_width,
+        head,
+    )
+    targets, targets_lengths = cut(
+        [interleaved((sentinel_start, sentinel_end), (noise_start, noise_end)), *tail],
+        targets_width,
+    )
+    return inputs, inputs_lengths, targets, targets_lengths
+
+
+def gathered_spans(
+    token_ids,
+    layout,
+    num_spans,
+    sentinel_ids,
+    pad_token_id,
+    eos_id=None,
+    inputs_width=None,
+    targets_width=None,
+    with_sentinels=None,
+    inputs_first_ids=None,
+):
+    """`corrupt_spans` with static shapes, as XLA needs them.
+
+    Each output slot is gathered from its source position: the inputs are
+    segments `[non-noise span r, sentinel r]`, the targets segments
+    `[sentinel r, noise span r]`; a small segment sum marks where each
+    segment starts and a cumulative sum tells every slot its segment.
 
     Args:
         token_ids: int32/int64 `[B, T]`.
-        lengths: int32 `[B]`, real tokens per row.
-        span_numbers: int32 `[B, T]` (`noise_spans.span_numbers`).
+        layout: the rows' `noise_spans.SpanLayout`.
         num_spans: int32 `[B]`, noise spans per row (0: no noise).
-        sentinel_ids: Python ints, the `j`-th noise span's sentinel first;
-            spans past the list reuse its last id (callers cap the spans).
+        sentinel_ids: Python ints, the `r`-th noise span's sentinel first.
         pad_token_id: int or `None` (0), fills past each row's end.
         eos_id: `None` or int appended to inputs and targets.
         inputs_width, targets_width: `None` (the batch's longest) or ints.
         with_sentinels: `None` (all rows) or bool `[B]`: rows without take
-            no sentinels (a prefix-LM split: inputs the non-noise prefix,
-            targets the noise rest).
+            no sentinels (one span: inputs the non-noise prefix, targets
+            the noise rest, as a prefix-LM split).
         inputs_first_ids: `None` or int `[B]` put first in the inputs.
 
     Returns:
-        `(inputs, inputs_lengths, targets, targets_lengths)`.
+        `(inputs, inputs_lengths, targets, targets_lengths)`: `[B, width]`
+        of `token_ids`' dtype, and int32 `[B]`.
     """
     dtype = token_ids.dtype
-    positions = tf.range(tf.shape(token_ids)[1])[None, :]
-    valid = positions < lengths[:, None]
-    noise = tf.logical_and(valid, tf.equal(tf.bitwise.bitwise_and(span_numbers, 1), 1))
-    previous = tf.pad(span_numbers[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
-    starts = tf.logical_and(valid, tf.not_equal(span_numbers, previous))
+    pad = tf.constant(pad_token_id or 0, dtype)
+    nonnoise_before, noise_before = layout
+    num_nonnoise = nonnoise_before[:, -1]
+    num_noise = noise_before[:, -1]
+    span_index = tf.range(tf.shape(nonnoise_before)[1])[None, :]
+    sentinel_count = num_spans
+    if with_sentinels is not None:
+        sentinel_count = tf.where(with_sentinels, num_spans, 0)
+    first = 0 if inputs_first_ids is None else 1
+    extra = first + (0 if eos_id is None else 1)
+    inputs_total = num_nonnoise + sentinel_count
+    targets_total = num_noise + sentinel_count
+    if inputs_width is None:
+        inputs_width = tf.reduce_max(tf.concat([inputs_total + extra, [0]], 0))
+    if targets_width is None:
+        targets_width = tf.reduce_max(tf.concat([targets_total + extra - first, [0]], 0))
+    source_width = tf.shape(token_ids)[1]
+
+    def gathered(sources):
+        return tf.gather(token_ids, tf.clip_by_value(sources, 0, source_width - 1), batch_dims=1)
+
+    # Inputs: segment r (from 0) starts at slot nonnoise_before[r] + r and
+    # reads position slot + noise_before[r] - r; its last slot (a sentinel
+    # row) is the sentinel.
+    width = inputs_width - first
+    counts, _ = _segments(nonnoise_before[:, 1:] + span_index[:, 1:], width)
+    segment = counts[:, :width]
+    slots = tf.range(width)[None, :]
+    shift = tf.gather(noise_before - span_index, segment, batch_dims=1)
+    values = gathered(slots + shift)
+    is_sentinel = tf.not_equal(counts[:, 1:], segment)
+    if with_sentinels is not None:
+        is_sentinel = tf.logical_and(is_sentinel, with_sentinels[:, None])
+    values = tf.where(is_sentinel, sentinel_values(segment, sentinel_ids, dtype), values)
+    inputs = _finish(values, slots, inputs_total, pad, eos_id)
+    if inputs_first_ids is not None:
+        inputs = tf.concat([tf.cast(inputs_first_ids, dtype)[:, None], inputs], 1)
+    # Targets: segment r starts at slot noise_before[r] + r with its
+    # sentinel, then reads position slot + nonnoise_before[r + 1] - r - 1.
+    width = targets_width
+    counts, marks = _segments(noise_before[:, 1:] + span_index[:, 1:], width)
+    segment = counts[:, :width]
+    slots = tf.range(width)[None, :]
+    offsets = tf.concat([nonnoise_before[:, 1:], num_nonnoise[:, None]], 1) - span_index - 1
+    if with_sentinels is not None:
+        offsets += tf.cast(tf.logical_not(with_sentinels), tf.int32)[:, None]
+    values = gathered(slots + tf.gather(offsets, segment, batch_dims=1))
+    starts = tf.logical_or(marks[:, :width] > 0, tf.equal(slots, 0))
     if with_sentinels is not None:
         starts = tf.logical_and(starts, with_sentinels[:, None])
-    table = tf.constant(list(sentinel_ids), dtype)
-    index = tf.clip_by_value(span_numbers // 2, 0, len(sentinel_ids) - 1)
-    sentinels = tf.gather(table, index)
-    # A noise span's first token becomes its sentinel in the inputs; in the
-    # targets the sentinel takes the place of the non-noise span before it.
-    keep_inputs = tf.logical_or(
-        tf.logical_and(valid, tf.logical_not(noise)), tf.logical_and(noise, starts)
+    values = tf.where(starts, sentinel_values(segment, sentinel_ids, dtype), values)
+    targets = _finish(values, slots, targets_total, pad, eos_id)
+    lengths = (
+        tf.minimum(inputs_total + extra, inputs_width),
+        tf.minimum(targets_total + extra - first, targets_width),
     )
-    has_noise = (num_spans > 0)[:, None]
-    keep_targets = tf.logical_or(
-        noise, tf.logical_and(tf.logical_and(starts, tf.logical_not(noise)), has_noise)
-    )
-    inputs, inputs_lengths = pack_left(
-        tf.where(noise, sentinels, token_ids),
-        keep_inputs,
-        inputs_width,
-        pad_token_id,
-        eos_id,
-        inputs_first_ids,
-    )
-    targets, targets_lengths = pack_left(
-        tf.where(noise, token_ids, sentinels), keep_targets, targets_width, pad_token_id, eos_id
-    )
-    return (
-        tf.cast(inputs, dtype),
-        inputs_lengths,
-        tf.cast(targets, dtype),
-        targets_lengths,
-    )
+    return inputs, lengths[0], targets, lengths[1]
