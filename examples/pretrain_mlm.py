@@ -20,10 +20,14 @@ The whole job, raw text to a served model:
    - `serving_default`: text with `[MASK]`s -> the top-k tokens and their
      probabilities at each `[MASK]`;
    - `mask`: text (and an optional seed) -> dynamically masked ids, labels
-     and the selection, for pipelines outside Python.
+     and the selection, for pipelines outside Python;
+6. beside it, `<output>_ids/<version>/`, the same model and masking taking
+   token ids (`examples/id_level_export.py`): core TensorFlow ops only, so
+   any TensorFlow or TF Serving build loads it.
 
-The export loads with plain TensorFlow (`tf.saved_model.load`, after
-`import tensorflow_text` for its ops); `keras_dynmask` is not needed.
+The text export loads with plain TensorFlow (`tf.saved_model.load`, after
+`import tensorflow_text` for its ops), the id-level one with TensorFlow
+alone; `keras_dynmask` is not needed.
 
 Run: `python examples/pretrain_mlm.py [--epochs N] [--seed S]
 [--text-files GLOB | --tfds NAME] [--output DIR]`.
@@ -43,6 +47,7 @@ from keras_dynmask.data import mask_dataset
 from keras_dynmask.kernels.seeds import keyed_seed
 
 import example_common
+import id_level_export
 import transformer_blocks
 
 DEFAULT_OUTPUT = os.path.join(example_common.REPOSITORY_ROOT, "saved_models", "mlm_encoder")
@@ -406,21 +411,7 @@ def serve_mask(masker, tokenizer, texts, seed):
         `"mask_ids"`, `"mask_weights"`.
     """
     ids = tokenizer(texts, pad_to_sequence_length=False)
-    seeded = tf.greater_equal(tf.size(seed), 2)
-    out = tf.cond(
-        seeded,
-        lambda: masker(ids, training=True, seed=tf.reshape(seed, [-1])[:2]),
-        lambda: masker(ids, training=True),
-    )
-    return {
-        "token_ids": out["token_ids"],
-        "labels": out["labels"],
-        "mask": out["mask"],
-        "padding_mask": tf.not_equal(ids, tokenizer.pad_id),
-        "mask_positions": out["mask_positions"],
-        "mask_ids": out["mask_ids"],
-        "mask_weights": out["mask_weights"],
-    }
+    return id_level_export.mlm_mask(masker, ids, seed, tokenizer.pad_id)
 
 
 def export_for_serving(backbone, head, tokenizer, masker, directory, top_k=5):
@@ -487,8 +478,9 @@ def run(args, corpus=None):
     Returns:
         A dict with `"model"` (the pre-training model), `"backbone"`,
         `"head"`, `"tokenizer"`, `"history"`, `"evaluation"`
-        (held-out loss, accuracy and perplexity), `"export_dir"` and
-        `"seconds"` (time per stage).
+        (held-out loss, accuracy and perplexity), `"export_dir"` (the
+        text export), `"ids_export_dir"` (the id-level one) and `"seconds"`
+        (time per stage).
     """
     seconds = {}
     start = time.perf_counter()
@@ -564,16 +556,28 @@ def run(args, corpus=None):
     seconds["evaluate"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    served_masker = make_masker(
+        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions
+    )
     export_dir = export_for_serving(
         backbone,
         head,
         tokenizer,
-        make_masker(tokenizer, args.mask_rate, "dict", max_predictions=max_predictions),
+        served_masker,
         os.path.join(args.output, str(args.version)),
+        args.top_k,
+    )
+    ids_export_dir = id_level_export.export_mlm_ids(
+        backbone,
+        head,
+        served_masker,
+        tokenizer,
+        id_level_export.ids_export_dir(args.output, args.version),
         args.top_k,
     )
     seconds["export"] = time.perf_counter() - start
     print(f"Exported the SavedModel to {export_dir}")
+    print(f"Exported the id-level SavedModel (core TensorFlow ops only) to {ids_export_dir}")
     return {
         "model": model,
         "backbone": backbone,
@@ -582,6 +586,7 @@ def run(args, corpus=None):
         "history": history.history,
         "evaluation": evaluation,
         "export_dir": export_dir,
+        "ids_export_dir": ids_export_dir,
         "seconds": seconds,
     }
 

@@ -84,6 +84,7 @@ PROJECT_MODULES = (
     "example_common",
     "pretrain_mlm",
     "train_causal_lm",
+    "id_level_export",
     "transformer_blocks",
     "serving_client",
 )
@@ -140,3 +141,65 @@ def saved_model_cli_show():
         return completed.stdout
 
     return show
+
+
+@pytest.fixture(scope="session")
+def saved_model_cli_run(tmp_path_factory):
+    """`saved_model_cli run` of one signature, in a process of its own.
+
+    The venv's `saved_model_cli` runs under `python -X importtime`, with an
+    empty `PYTHONPATH` and a scratch working folder, so the import log
+    proves which modules its process loaded: it must never import
+    tensorflow_text nor the project's modules (`PROJECT_MODULES`).
+
+    Returns:
+        A function `(export_dir, signature, inputs, check=True) -> (outputs,
+        completed)`: `inputs` maps input keys to NumPy arrays (passed as
+        `.npy` files with `--inputs`); `outputs` maps output keys to the
+        arrays the command wrote with `--outdir` (empty if it failed);
+        `completed` is the `subprocess.CompletedProcess`. With `check`, it
+        asserts that the command exited 0.
+    """
+    import numpy as np
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    blocked = ("tensorflow_text",) + PROJECT_MODULES
+
+    def run(export_dir, signature, inputs, check=True):
+        work = tmp_path_factory.mktemp("saved_model_cli")
+        paths = []
+        for key, value in inputs.items():
+            path = work / f"{key}.npy"
+            np.save(path, value)
+            paths.append(f"{key}={path}")
+        outdir = work / "outputs"
+        completed = subprocess.run(
+            [
+                sys.executable, "-X", "importtime", cli, "run",
+                "--dir", export_dir,
+                "--tag_set", "serve",
+                "--signature_def", signature,
+                "--inputs", ";".join(paths),
+                "--outdir", str(outdir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+        imported = {
+            line.rsplit("|", 1)[-1].strip()
+            for line in completed.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "tensorflow" in imported, completed.stderr[-3000:]
+        assert not {m for m in imported if m.split(".")[0] in blocked}
+        if check:
+            assert completed.returncode == 0, completed.stderr[-3000:]
+        outputs = {}
+        if outdir.is_dir():
+            outputs = {p.stem: np.load(p) for p in outdir.glob("*.npy")}
+        return outputs, completed
+
+    return run

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import pretrain_mlm
+from keras_dynmask import export
 
 TEXTS = [
     "Return the [MASK] of the list.",
@@ -175,3 +176,93 @@ def test_bad_corpus_fails_before_writing_anything(tmp_path, capsys):
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02")
     assert pretrain_mlm.main(["--text-files", str(tmp_path / "binary.txt"), "--output", str(output)]) == 2
     assert not output.exists()
+
+
+# The id-level export (`<output>_ids/<version>`): core TensorFlow ops only.
+
+
+def ids_and_positions(tokenizer, texts, width):
+    """Tokenized texts `[B, T]` and their `[MASK]` positions, 0-padded to `width`."""
+    ids = tokenizer(texts, pad_to_sequence_length=False).numpy()
+    positions = np.zeros((len(texts), width), "int32")
+    for row, text_ids in enumerate(ids):
+        where = np.flatnonzero(text_ids == tokenizer.mask_id)
+        positions[row, : len(where)] = where
+    return ids, positions
+
+
+def test_each_export_lists_its_ops_and_the_ids_export_only_core_ones(trained, capsys):
+    ids_dir = trained["ids_export_dir"]
+    assert ids_dir == os.path.join(os.path.dirname(trained["export_dir"]) + "_ids", "1")
+    text_ops = export.saved_model_ops(trained["export_dir"])
+    ids_ops = export.saved_model_ops(ids_dir)
+    needed = export.required_ops(trained["export_dir"])
+    with capsys.disabled():
+        print(f"\ntext export: {len(text_ops)} ops; not core TensorFlow: {needed}")
+        print(f"ids export: {len(ids_ops)} ops: {' '.join(ids_ops)}")
+    assert export.required_ops(ids_dir) == []
+    # The masking and the model are in the ids export, the tokenizer is not.
+    for op in ("StatelessRandomUniformFullIntV2", "TopKV2", "Einsum", "Softmax"):
+        assert op in ids_ops
+    # The tokenizer's ops are the text export's only non-core ones.
+    assert {"RegexSplitWithOffsets", "CaseFoldUTF8", "NormalizeUTF8"} <= set(needed)
+    assert set(needed) == set(text_ops) - set(ids_ops) - export.core_ops()
+
+
+def test_saved_model_cli_cannot_load_the_text_export(trained, saved_model_cli_run):
+    outputs, completed = saved_model_cli_run(
+        trained["export_dir"], "serving_default", {"text": np.array(TEXTS)}, check=False
+    )
+    assert completed.returncode != 0 and outputs == {}
+    assert "Op type not registered" in completed.stderr
+
+
+def test_saved_model_cli_fill_mask_on_ids_equals_the_keras_model(trained, saved_model_cli_run):
+    tokenizer, model = trained["tokenizer"], trained["model"]
+    width = model.input["mask_positions"].shape[1]
+    ids, positions = ids_and_positions(tokenizer, TEXTS, width)
+    outputs, _ = saved_model_cli_run(
+        trained["ids_export_dir"],
+        "serving_default",
+        {"token_ids": ids.astype("int32"), "positions": positions},
+    )
+    assert outputs["top_ids"].shape == outputs["scores"].shape == (3, width, 3)
+    logits = model.predict({"token_ids": ids, "mask_positions": positions}, verbose=0)
+    probabilities = tf.nn.softmax(logits).numpy()
+    best = -np.sort(-probabilities, axis=-1)[..., :3]
+    np.testing.assert_allclose(outputs["scores"], best, atol=1e-5)
+    served = np.take_along_axis(probabilities, outputs["top_ids"], axis=-1)
+    np.testing.assert_allclose(served, outputs["scores"], atol=1e-5)
+
+
+def test_saved_model_cli_mask_on_ids_equals_the_python_masking(trained, saved_model_cli_run):
+    tokenizer = trained["tokenizer"]
+    ids = tokenizer([LONG_TEXT, "short text"], pad_to_sequence_length=False).numpy()
+    ids = ids.astype("int32")
+    seed = np.array([7, 42], "int64")
+    seeded, _ = saved_model_cli_run(
+        trained["ids_export_dir"], "mask", {"token_ids": ids, "seed": seed}
+    )
+    masker = pretrain_mlm.make_masker(
+        tokenizer, 0.15, "dict", max_predictions=pretrain_mlm.max_predictions_for(32, 0.15)
+    )
+    expected = masker(tf.constant(ids), training=True, seed=tf.constant(seed))
+    expected = {k: v.numpy() for k, v in expected.items()}
+    expected["padding_mask"] = ids != tokenizer.pad_id
+    assert sorted(seeded) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(seeded[key], expected[key], err_msg=key)
+
+    fresh, _ = saved_model_cli_run(
+        trained["ids_export_dir"],
+        "mask",
+        {"token_ids": ids, "seed": np.zeros([0], "int64")},
+    )
+    selected = fresh["mask"]
+    assert selected[0].sum() >= 3 and selected[1].sum() >= 1
+    assert not selected[ids == tokenizer.cls_id].any()
+    np.testing.assert_array_equal(fresh["labels"][selected], ids[selected])
+    assert np.all(fresh["labels"][~selected] == -100)
+    np.testing.assert_array_equal(fresh["token_ids"][~selected], ids[~selected])
+    positions = fresh["mask_positions"][0][fresh["mask_weights"][0] > 0]
+    np.testing.assert_array_equal(positions, np.flatnonzero(selected[0]))
