@@ -16,7 +16,10 @@ The decoder twin of `pretrain_mlm.py`, on the same corpora and tokenizer:
    - `serving_default` (= `generate`): prompts (and an optional seed) ->
      sampled continuations, as ids and text;
    - `next_token`: prompts -> the top-k next tokens and their
-     probabilities.
+     probabilities;
+5. beside it, `<output>_ids/<version>/`: next token from token ids, core
+   TensorFlow ops only (`examples/id_level_export.py`), for builds without
+   tensorflow-text's ops.
 
 Run: `python examples/train_causal_lm.py [--epochs N] [--seed S]
 [--text-files GLOB | --tfds NAME] [--output DIR]`.
@@ -33,6 +36,7 @@ from keras_dynmask import CausalMask
 from keras_dynmask import PaddingMask
 
 import example_common
+import id_level_export
 import transformer_blocks
 
 DEFAULT_OUTPUT = os.path.join(example_common.REPOSITORY_ROOT, "saved_models", "causal_lm")
@@ -375,7 +379,7 @@ def run(args, corpus=None):
 
     Returns:
         A dict with `"model"`, `"tokenizer"`, `"history"`, `"evaluation"`,
-        `"samples"`, `"export_dir"` and `"seconds"`.
+        `"samples"`, `"export_dir"`, `"ids_export_dir"` and `"seconds"`.
     """
     seconds = {}
     start = time.perf_counter()
@@ -441,8 +445,15 @@ def run(args, corpus=None):
     export_dir = export_for_serving(
         model, tokenizer, os.path.join(args.output, str(args.version)), args
     )
+    ids_export_dir = id_level_export.export_causal_lm_ids(
+        model,
+        tokenizer,
+        id_level_export.ids_export_dir(args.output, args.version),
+        args.top_k,
+    )
     seconds["export"] = time.perf_counter() - start
     print(f"Exported the SavedModel to {export_dir}")
+    print(f"Exported the id-level SavedModel (core TensorFlow ops only) to {ids_export_dir}")
     return {
         "model": model,
         "tokenizer": tokenizer,
@@ -450,6 +461,7 @@ def run(args, corpus=None):
         "evaluation": evaluation,
         "samples": samples,
         "export_dir": export_dir,
+        "ids_export_dir": ids_export_dir,
         "seconds": seconds,
     }
 

@@ -65,6 +65,7 @@ def test_trains_samples_and_exports(trained):
     assert len(trained["samples"]) == len(train_causal_lm.PROMPTS)
     assert trained["samples"][0].startswith("return the")
     assert os.listdir(os.path.dirname(trained["export_dir"])) == ["1"]
+    assert os.listdir(os.path.dirname(trained["ids_export_dir"])) == ["1"]
 
 
 def test_generate_signature_in_plain_tensorflow(served):
@@ -108,3 +109,30 @@ def test_bad_corpus_fails_before_writing_anything(tmp_path):
     empty.write_text("")
     assert train_causal_lm.main(["--text-files", str(empty), "--output", str(output)]) == 2
     assert not output.exists()
+
+
+def test_the_ids_export_serves_next_token_with_core_ops_only(trained, saved_model_cli_run):
+    from keras_dynmask import export
+
+    ids_dir = trained["ids_export_dir"]
+    assert export.required_ops(ids_dir) == []
+    assert export.required_ops(trained["export_dir"])  # the tokenizer's ops
+    model, tokenizer = trained["model"], trained["tokenizer"]
+    prompts = [[tokenizer.cls_id] + tokenizer.tokenize(p).numpy().tolist() for p in PROMPTS]
+    width = max(len(p) for p in prompts)
+    ids = np.array([p + [tokenizer.pad_id] * (width - len(p)) for p in prompts], "int32")
+    outputs, _ = saved_model_cli_run(ids_dir, "serving_default", {"token_ids": ids})
+    assert outputs["top_ids"].shape == outputs["scores"].shape == (len(PROMPTS), 5)
+    for row, prompt in enumerate(prompts):
+        inputs = {
+            "token_ids": np.array([prompt], "int32"),
+            "segment_ids": np.ones((1, len(prompt)), "int32"),
+            "position_ids": np.arange(len(prompt), dtype="int32")[None],
+        }
+        probabilities = tf.nn.softmax(model.predict(inputs, verbose=0)[0, -1]).numpy()
+        np.testing.assert_allclose(
+            outputs["scores"][row], np.sort(probabilities)[::-1][:5], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            probabilities[outputs["top_ids"][row]], outputs["scores"][row], atol=1e-5
+        )
