@@ -187,7 +187,8 @@ class DenoiserMixture(SpanCorruption):
         bounds = noise_spans.count_bounds(width, settings, self.num_sentinels)
         if len(settings) < len(self.denoisers):
             # A prefix-LM split leaves 1 to n - 1 tokens on either side.
-            bounds = (max(bounds[0], width - 1), max(bounds[1], width - 1), bounds[2])
+            most = tf.maximum if tf.is_tensor(width) else max
+            bounds = (most(bounds[0], width - 1), most(bounds[1], width - 1), bounds[2])
         return bounds
 
     def _extra_specs(self):

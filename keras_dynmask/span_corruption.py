@@ -373,10 +373,8 @@ class SpanCorruption(MaskingLayer):
             dense = self._checked(dense)
             plan_seed, spans_seed = seeds.split_seed(seed, 2)
             plan = self._row_plan(lengths, plan_seed)
-            static_width = dense.shape[1]
-            bounds = None
-            if static_width is not None:
-                bounds = self._count_bounds(static_width)
+            width = dense.shape[1]
+            bounds = self._count_bounds(tf.shape(dense)[1] if width is None else width)
             layout = noise_spans.span_layout(
                 lengths, plan.num_noise, plan.num_spans, spans_seed, bounds
             )

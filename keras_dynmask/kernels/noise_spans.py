@@ -90,23 +90,37 @@ def python_span_counts(lengths, noise_density, mean_noise_span_length, max_spans
 
 
 def count_bounds(width, settings, max_spans=None):
-    """Python ints `(max_nonnoise, max_noise, max_spans)` over rows of <= `width` tokens.
+    """`(max_nonnoise, max_noise, max_spans)` over rows of at most `width` tokens.
+
+    Python ints for a Python `width` (what XLA needs), int32 scalars for a
+    tensor: the same values either way, so a batch's draws depend on its
+    padded width, not on whether that width is known when tracing.
 
     Args:
-        width: int, the longest row.
+        width: int or int32 scalar tensor, the longest row.
         settings: `(noise_density, mean_noise_span_length)` pairs the rows
             may use.
         max_spans: `None` or int cap.
     """
+    if tf.is_tensor(width):
+        lengths = tf.range(width + 1)
+        bounds = [tf.constant(1)] * 3
+        for noise_density, mean_noise_span_length in settings:
+            num_noise, num_spans = span_counts(
+                lengths, noise_density, mean_noise_span_length, max_spans
+            )
+            found = (lengths - num_noise, num_noise, num_spans)
+            bounds = [tf.maximum(b, tf.reduce_max(f)) for b, f in zip(bounds, found)]
+        return tuple(bounds)
     lengths = np.arange(int(width) + 1)
-    bounds = [0, 0, 0]
+    bounds = [1, 1, 1]
     for noise_density, mean_noise_span_length in settings:
         num_noise, num_spans = python_span_counts(
             lengths, noise_density, mean_noise_span_length, max_spans
         )
         found = (lengths - num_noise, num_noise, num_spans)
         bounds = [max(b, int(f.max())) for b, f in zip(bounds, found)]
-    return tuple(max(b, 1) for b in bounds)
+    return tuple(bounds)
 
 
 def lengths_for_inputs_length(
