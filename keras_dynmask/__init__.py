@@ -13,6 +13,7 @@ from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
 from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask.padding_mask import PaddingMask
 from keras_dynmask.span_corruption import SpanCorruption
+from keras_dynmask.word_starts import word_starts
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "SpanCorruption",
     "WordPieceTokenizer",
     "data",
+    "word_starts",
 ]
 
 

@@ -6,15 +6,17 @@ import tensorflow as tf
 from keras_dynmask import validation
 from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
+from keras_dynmask.kernels import masked_lm_format
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
+from keras_dynmask.kernels import word_selection
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
 from keras_dynmask.masking_layer import to_tensor
 
-OUTPUT_MODES = ("ids", "fit", "dict")
+OUTPUT_MODES = ("ids", "fit", "dict", "masked_lm")
 SELECTIONS = ("bernoulli", "exact")
 
 
@@ -62,9 +64,15 @@ class DynamicMLMMasking(MaskingLayer):
         max_predictions: `None` or int >= 1, cap on selections per sequence
             (a uniformly random subset is kept). In `"dict"` mode it also
             adds keras-hub's `mask_positions`, `mask_ids`, `mask_weights`.
-        output_mode: `"ids"`, `"fit"` or `"dict"` (see Returns).
+        output_mode: `"ids"`, `"fit"`, `"dict"` or `"masked_lm"` (see Returns).
         ignore_index: label value at unselected positions in `"dict"` mode.
         seed: `None` or int, seeds the layer's sequence of masks.
+        granularity: `"token"`, `"word"` (whole words) or `"span"` (SpanBERT's
+            spans of whole words); see `kernels.word_selection` for budgets.
+        word_starts: `None` or `vocabulary_size` bools, True where an id begins
+            a word (`keras_dynmask.word_starts`); a dict's `"word_ids"` wins.
+        span_length_p, max_span_length: `"span"` lengths in words follow
+            Geometric(`span_length_p`) restricted to `[1, max_span_length]`.
         **kwargs: base layer arguments such as `name`.
 
     Call arguments:
@@ -89,6 +97,9 @@ class DynamicMLMMasking(MaskingLayer):
         (float32) of width `max_predictions`: positions ascending, then
         padding with position 0, id 0, weight 0. Other entries of a dict
         input pass through.
+        `"masked_lm"` (needs `max_predictions`): keras-hub's `(x, mask_ids,
+        mask_weights)`, `x` a dict of corrupted `token_ids`, `padding_mask`,
+        `segment_ids` (the input's, else zeros) and `mask_positions`.
 
     Example:
 
@@ -117,6 +128,10 @@ class DynamicMLMMasking(MaskingLayer):
         output_mode="ids",
         ignore_index=-100,
         seed=None,
+        granularity="token",
+        word_starts=None,
+        span_length_p=0.2,
+        max_span_length=10,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -149,6 +164,9 @@ class DynamicMLMMasking(MaskingLayer):
         self.output_mode = check.as_choice("output_mode", output_mode, OUTPUT_MODES)
         self.ignore_index = check.as_int("ignore_index", ignore_index)
         self.seed = check.as_seed(seed)
+        (self.granularity, self.word_starts, self.span_length_p, self.max_span_length) = (
+            word_selection.checked_options(self, granularity, word_starts, span_length_p, max_span_length)
+        )
         if self.random_token_rate > 0 and not corruption.allowed_id_count(
             self.vocabulary_size, self.excluded_ids
         ):
@@ -183,6 +201,7 @@ class DynamicMLMMasking(MaskingLayer):
                 "seed": self.seed,
             }
         )
+        config.update(word_selection.options_config(self))
         return config
 
     def __call__(self, inputs, training=None, seed=None, **kwargs):
@@ -199,12 +218,12 @@ class DynamicMLMMasking(MaskingLayer):
         if training is None or training is False:
             masked = self._unmasked(token_ids)
         elif training is True:
-            masked = self._masked(token_ids, seed)
+            masked = self._masked(token_ids, seed, rest)
         else:
             # A symbolic training flag: both branches share one structure.
             masked = tf.cond(
                 tf.cast(training, tf.bool),
-                lambda: self._masked(token_ids, seed),
+                lambda: self._masked(token_ids, seed, rest),
                 lambda: self._unmasked(token_ids),
             )
         return self._format(rest, token_ids, *masked)
@@ -219,6 +238,8 @@ class DynamicMLMMasking(MaskingLayer):
             return self._merge(rest, like())
         if self.output_mode == "fit":
             return self._merge(rest, like()), like(), like("float32")
+        if self.output_mode == "masked_lm":
+            return masked_lm_format.masked_lm_spec(token_ids, self.max_predictions)
         outputs = {"token_ids": like(), "labels": like(), "mask": like("bool")}
         if self.max_predictions is not None:
             width = tuple(token_ids.shape[:-1]) + (self.max_predictions,)
@@ -298,12 +319,15 @@ class DynamicMLMMasking(MaskingLayer):
             return seeds.fresh_seed()
         return self._generator.make_seeds(1)[:, 0]
 
-    def _select_and_corrupt(self, token_ids, seed, valid=None):
+    def _select_and_corrupt(self, token_ids, seed, valid=None, word_ids=None):
         """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row)."""
         selection_seed, cap_seed, corruption_seed = seeds.split_seed(seed, 3)
         eligible = selection_kernels.eligible_tokens(token_ids, self.excluded_ids, valid)
         outcomes = None
-        if self.selection == "bernoulli":
+        if self.granularity != "token":
+            selected = word_selection.select_for_layer(
+                self, token_ids, eligible, selection_seed, word_ids)
+        elif self.selection == "bernoulli":
             selected, outcomes = selection_kernels.bernoulli_tokens(
                 eligible, self.mask_rate, selection_seed, self.corruption_shares
             )
@@ -334,27 +358,29 @@ class DynamicMLMMasking(MaskingLayer):
 
     @property
     def _per_sequence(self):
-        return self.selection == "exact" or self.max_predictions is not None
+        per_row = self.selection == "exact" or self.granularity != "token"
+        return per_row or self.max_predictions is not None
 
-    def _masked(self, token_ids, seed):
+    def _masked(self, token_ids, seed, rest=None):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
+        word_ids = word_selection.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
         token_ids = map_values(self._checked_in_range, token_ids)
         if isinstance(token_ids, tf.RaggedTensor):
-            return self._masked_ragged(token_ids, seed)
+            return self._masked_ragged(token_ids, seed, word_ids)
         if not self._per_sequence:
             corrupted, selected = self._select_and_corrupt(token_ids, seed)
             return corrupted, selected, None
         rank_one = token_ids.shape.rank == 1
         batch = token_ids[None, :] if rank_one else token_ids
-        corrupted, selected = self._select_and_corrupt(batch, seed)
+        corrupted, selected = self._select_and_corrupt(batch, seed, word_ids=word_ids)
         targets = self._targets(batch, selected)
         if rank_one:
             corrupted, selected = corrupted[0], selected[0]
             targets = None if targets is None else tuple(t[0] for t in targets)
         return corrupted, selected, targets
 
-    def _masked_ragged(self, token_ids, seed):
+    def _masked_ragged(self, token_ids, seed, word_ids=None):
         if not self._per_sequence:
             corrupted, selected = self._select_and_corrupt(token_ids.flat_values, seed)
             return (
@@ -365,7 +391,7 @@ class DynamicMLMMasking(MaskingLayer):
         lengths = token_ids.row_lengths()
         dense = token_ids.to_tensor()
         valid = tf.sequence_mask(lengths, tf.shape(dense)[1])
-        corrupted, selected = self._select_and_corrupt(dense, seed, valid)
+        corrupted, selected = self._select_and_corrupt(dense, seed, valid, word_ids)
         targets = self._targets(dense, selected)
         return (
             tf.RaggedTensor.from_tensor(corrupted, lengths=lengths),
@@ -374,7 +400,7 @@ class DynamicMLMMasking(MaskingLayer):
         )
 
     def _targets(self, token_ids, selected):
-        if self.max_predictions is None or self.output_mode != "dict":
+        if self.max_predictions is None or self.output_mode not in ("dict", "masked_lm"):
             return None
         return formatting.prediction_targets(token_ids, selected, self.max_predictions)
 
@@ -388,7 +414,7 @@ class DynamicMLMMasking(MaskingLayer):
             selected = tf.zeros_like(token_ids, tf.bool)
             dense_shape = tf.shape(token_ids)
         targets = None
-        if self.max_predictions is not None and self.output_mode == "dict":
+        if self.max_predictions is not None and self.output_mode in ("dict", "masked_lm"):
             targets = formatting.empty_prediction_targets(
                 dense_shape[:-1], self.max_predictions, token_ids.dtype
             )
@@ -405,6 +431,8 @@ class DynamicMLMMasking(MaskingLayer):
     def _format(self, rest, original, corrupted, selected, targets):
         if self.output_mode == "ids":
             return self._merge(rest, corrupted)
+        if self.output_mode == "masked_lm":
+            return masked_lm_format.masked_lm_triple(rest, original, corrupted, targets, self.pad_token_id)
         if self.output_mode == "fit":
             weights = map_values(formatting.sample_weights, selected)
             return self._merge(rest, corrupted), original, weights

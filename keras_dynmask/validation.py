@@ -105,6 +105,28 @@ def as_int_list(name, value, low=None, high=None):
     return [int(_plain(v)) for v in values]
 
 
+def as_bool_table(name, value, size, allow_none=True):
+    """A 1-d sequence of `size` bools as a list of Python bools, else a `ValueError`.
+
+    Accepts a list, tuple or NumPy array of bools (or of 0/1 integers).
+    """
+    if value is None and allow_none:
+        return None
+    array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if (
+        array is None
+        or array.ndim != 1
+        or array.shape[0] != size
+        or not (array.dtype == bool or (array.dtype.kind in "iu" and np.isin(array, (0, 1)).all()))
+    ):
+        shown = value if array is None or array.size <= 8 else f"array of shape {array.shape}"
+        raise ValueError(
+            f"`{name}` must be {'None or ' if allow_none else ''}{size} bools, one per id. "
+            f"Received: {name}={shown!r}"
+        )
+    return array.astype(bool).tolist()
+
+
 def as_choice(name, value, choices):
     """`value` if it is one of `choices`, else a `ValueError` listing them."""
     if not isinstance(value, str) or value not in choices:

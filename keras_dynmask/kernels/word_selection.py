@@ -1,0 +1,422 @@
+"""Which positions whole-word and span masking select: pure TF over whole batches.
+
+A word is a run of eligible tokens (`selection.eligible_tokens`) that
+begins at a word-start token; an ineligible token (special, padding, mask)
+belongs to no word and ends the word before it. Every function works on
+`[B, T]` tensors with dense, static-shape ops that also compile with XLA:
+a cumulative sum numbers the words of each row (`word_indices`), per-word
+values live in a `[B, T]` "word space" (column `k` is row's word `k`; a row
+never has more than `T` words) and reach the tokens with one gather
+(`spread_to_tokens`). No `[B, T, T]` intermediate, no ragged tensor, no
+loop over words: memory is O(B * T).
+
+A selection strategy is one function here returning a bool `[B, T]`
+`selected` in which every word is selected whole or not at all:
+`bernoulli_words` (each word with probability `mask_rate`), `exact_words`
+(whole words in random order within a token budget) and `span_words`
+(SpanBERT's spans of whole words within a token budget).
+"""
+
+import math
+
+import tensorflow as tf
+
+from keras_dynmask import validation
+from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import selection
+
+INT64_MAX = tf.int64.max
+INT64_MIN = tf.int64.min
+
+
+# Word boundaries.
+
+
+def shift_right(values, fill):
+    """`values` moved one position right along the last axis, `fill` first."""
+    first = tf.fill(tf.shape(values[:, :1]), tf.constant(fill, values.dtype))
+    return tf.concat([first, values[:, :-1]], axis=1)
+
+
+def starts_from_table(token_ids, eligible, word_starts):
+    """bool `[B, T]`: True at the first token of each word.
+
+    Args:
+        token_ids: int32/int64 `[B, T]`.
+        eligible: bool `[B, T]`.
+        word_starts: bool `[vocabulary_size]`, True where an id begins a
+            word. Ids outside the table are looked up clipped (they are not
+            eligible anyway).
+    """
+    size = tf.shape(word_starts, out_type=token_ids.dtype)[0]
+    clipped = tf.clip_by_value(token_ids, tf.zeros([], token_ids.dtype), size - 1)
+    begins = tf.gather(word_starts, clipped)
+    after_break = shift_right(tf.logical_not(eligible), True)
+    return tf.logical_and(eligible, tf.logical_or(begins, after_break))
+
+
+def starts_from_word_ids(word_ids, eligible):
+    """`(eligible, starts)` from per-token word ids (negative: no word).
+
+    Pieces of one word share a value (Hugging Face's `word_ids()`); a
+    token whose id differs from the one before begins a word. Tokens with
+    a negative word id are not eligible.
+    """
+    eligible = tf.logical_and(eligible, word_ids >= 0)
+    after_break = shift_right(tf.logical_not(eligible), True)
+    new_word = tf.not_equal(word_ids, shift_right(word_ids, -1))
+    return eligible, tf.logical_and(eligible, tf.logical_or(new_word, after_break))
+
+
+def word_indices(starts):
+    """int32 `[B, T]`: each token's word number in its row (0 before any)."""
+    return tf.maximum(tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1, 0)
+
+
+def spread_to_tokens(word_values, word_index):
+    """`word_values[b, word_index[b, t]]`: one flat gather for the batch."""
+    shape = tf.shape(word_index)
+    offsets = tf.range(shape[0])[:, None] * shape[1]
+    flat = tf.gather(tf.reshape(word_values, [-1]), word_index + offsets)
+    return tf.reshape(flat, shape)
+
+
+# Strategies.
+
+
+def bernoulli_words(eligible, word_index, mask_rate, seed):
+    """Selects each word, whole, with probability `mask_rate`.
+
+    One 16-bit draw per word-space column decides its word.
+    """
+    bits = random_bits.choose_bits([mask_rate])
+    threshold = random_bits.thresholds_for([mask_rate], bits)[0]
+    draws = random_bits.uniform_bits(tf.shape(eligible), seed, bits)
+    chosen = random_bits.below(draws, threshold, bits)
+    if chosen is None:
+        return eligible
+    return tf.logical_and(eligible, spread_to_tokens(chosen, word_index))
+
+
+def span_lengths(shape, seed, span_length_p, max_span_length):
+    """int32 span lengths in words, one per element of `shape`.
+
+    Geometric(`span_length_p`) on `1, 2, ...` restricted to
+    `[1, max_span_length]` (SpanBERT's law: `P(l)` proportional to
+    `p * (1 - p) ** (l - 1)`): one 32-bit draw `u` per span, and the
+    length is 1 plus the number of `l` in `[1, max_span_length)` with
+    `u < 2**32 * P(length > l)`. Integer comparisons only, so XLA and
+    plain TensorFlow draw the same lengths.
+    """
+    if max_span_length == 1 or span_length_p >= 1.0:
+        return tf.ones(shape, tf.int32)
+    q = 1.0 - span_length_p
+    total = 1.0 - q**max_span_length
+    draws = random_bits.uniform_bits(shape, seed, 32)
+    lengths = tf.ones(shape, tf.int32)
+    for length in range(1, max_span_length):
+        longer = (q**length - q**max_span_length) / total  # P(length > l)
+        threshold = tf.constant(min(int(round(longer * 2**32)), 2**32 - 1), tf.uint32)
+        lengths += tf.cast(draws < threshold, tf.int32)
+    return lengths
+
+
+def covering_keys(priorities, lengths, max_span_length):
+    """int64 `[B, W]`: per word, the ordering key of the first span covering it.
+
+    The span starting at word `k` has key `priorities[k] * W + k` (unique)
+    and covers words `k .. k + lengths[k] - 1`; spans are added in
+    ascending key order. A word's key is `span_key * max_span_length +
+    offset`, the offset of the word in that span, so sorting words by key
+    lists them span by span, each span's new words left to right. Every
+    word is covered by its own span at least. `max_span_length` shifts of
+    the word space: O(B * W * max_span_length).
+    """
+    width = tf.shape(priorities, out_type=tf.int64)[1]
+    span_keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
+    best = None
+    for offset in range(max_span_length):
+        if offset:
+            paddings = [[0, 0], [offset, 0]]
+            keys = tf.pad(span_keys, paddings, constant_values=INT64_MAX)[:, : tf.shape(span_keys)[1]]
+            reach = tf.pad(lengths, paddings)[:, : tf.shape(lengths)[1]]
+        else:
+            keys, reach = span_keys, lengths
+        candidate = tf.where(reach > offset, keys * max_span_length + offset, INT64_MAX)
+        best = candidate if best is None else tf.minimum(best, candidate)
+    return best
+
+
+def budget_bound(length, mask_rate, max_predictions=None):
+    """A bound on any row's token budget: a Python int when `length` is one.
+
+    `round(mask_rate * n) <= floor(mask_rate * length + 0.5)` for every
+    `n <= length`; at least 1, at most `length` and `max_predictions`.
+    """
+    if isinstance(length, int) and isinstance(mask_rate, float):
+        bound = min(length, max(1, int(math.floor(mask_rate * length + 0.5))))
+        return bound if max_predictions is None else min(bound, max_predictions)
+    bound = tf.cast(tf.floor(tf.cast(mask_rate, tf.float64) * tf.cast(length, tf.float64) + 0.5), tf.int32)
+    bound = tf.clip_by_value(bound, 1, tf.maximum(tf.cast(length, tf.int32), 1))
+    return bound if max_predictions is None else tf.minimum(bound, max_predictions)
+
+
+def fill_budget(candidates, token_keys, budget, bound, cap=None, at_least_one=True):
+    """Takes whole words in ascending key order while within `budget` tokens.
+
+    Tokens of one word share a key. The kept words are those whose keys
+    come first, as many as fit in `budget[b]` tokens: if the token at the
+    budget's edge splits a word, that word is dropped. With `at_least_one`,
+    a row with candidates keeps its first word even when it alone exceeds
+    the budget, unless it exceeds `cap`. One `top_k` of static width
+    `bound + 1` (XLA-friendly); no ragged tensor.
+
+    Args:
+        candidates: bool `[B, T]`, the tokens that may be kept.
+        token_keys: int64 `[B, T]`, each token's word key (non-negative).
+        budget: int32 `[B]`, each at most the row's candidate count and `bound`.
+        bound: int (or int32 scalar) at least every `budget[b]`.
+        cap: `None` or an int: no word longer than this is kept.
+        at_least_one: whether a row keeps a word when none fits.
+    """
+    length = candidates.shape[1]
+    if length is None:
+        length = tf.shape(candidates)[1]
+        width = tf.minimum(length, bound + 1)
+    else:
+        width = min(length, bound + 1) if isinstance(bound, int) else tf.minimum(length, bound + 1)
+    # Descending order of -key is ascending order of key; non-candidates last.
+    values = tf.where(candidates, -token_keys, INT64_MIN)
+    top = tf.math.top_k(values, k=width).values
+    top = tf.pad(top, [[0, 0], [0, 1]], constant_values=INT64_MIN)
+    last = tf.gather(top, tf.maximum(budget - 1, 0), batch_dims=1)
+    following = tf.gather(top, budget, batch_dims=1)
+    splits_word = tf.equal(last, following)
+    # Keep values >= threshold: the last whole word's key, or past the split word.
+    threshold = tf.where(splits_word, last + 1, last)
+    if at_least_one:
+        first = top[:, 0]
+        keeps_none = tf.logical_and(splits_word, tf.equal(last, first))
+        if cap is not None:
+            first_length = tf.reduce_sum(
+                tf.cast(tf.logical_and(candidates, tf.equal(values, first[:, None])), tf.int32),
+                axis=1,
+            )
+            keeps_none = tf.logical_and(keeps_none, first_length <= cap)
+        threshold = tf.where(keeps_none, first, threshold)
+    threshold = tf.where(budget > 0, threshold, INT64_MAX)
+    return tf.logical_and(candidates, values >= threshold[:, None])
+
+
+def word_budget(eligible, mask_rate, max_predictions):
+    """int32 `[B]`: `round(mask_rate * eligible tokens)`, at least 1 when any."""
+    counts = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
+    return selection.exact_counts(counts, mask_rate, max_predictions)
+
+
+def span_words(
+    eligible,
+    word_index,
+    mask_rate,
+    seed,
+    span_length_p=0.2,
+    max_span_length=10,
+    max_predictions=None,
+):
+    """SpanBERT's span masking, in whole words, within a token budget.
+
+    Spans start at word starts chosen uniformly in random order, each
+    `span_lengths` words long, and are added until the next would exceed
+    `round(mask_rate * eligible tokens)` tokens (or `max_predictions`); the
+    span at the edge keeps the leading words that still fit. A span counts
+    words, not tokens, and skips over any ineligible token in its way
+    (which stays unselected). At least one word when any is eligible and
+    it fits `max_predictions`. `max_span_length=1` is whole-word exact
+    selection.
+
+    Args:
+        eligible: bool `[B, T]`.
+        word_index: int32 `[B, T]` from `word_indices`.
+        mask_rate: Python float in `(0, 1]`.
+        seed: shape-`[2]` integer seed.
+        span_length_p: geometric parameter in `(0, 1]`.
+        max_span_length: int >= 1, the longest span in words.
+        max_predictions: `None` or an int cap on selected tokens per row.
+    """
+    priority_seed, length_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    priorities = random_bits.uniform_bits(tf.shape(eligible), priority_seed, 32)
+    lengths = span_lengths(tf.shape(eligible), length_seed, span_length_p, max_span_length)
+    word_keys = covering_keys(priorities, lengths, max_span_length)
+    token_keys = spread_to_tokens(word_keys, word_index)
+    length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
+    bound = budget_bound(length, mask_rate, max_predictions)
+    budget = word_budget(eligible, mask_rate, max_predictions)
+    return fill_budget(eligible, token_keys, budget, bound, cap=max_predictions)
+
+
+def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
+    """Whole words in random order while within `round(mask_rate * eligible)`.
+
+    At least one word when any is eligible (and it fits `max_predictions`).
+    """
+    return span_words(
+        eligible, word_index, mask_rate, seed, max_span_length=1, max_predictions=max_predictions
+    )
+
+
+def cap_words(selected, word_index, max_predictions, seed):
+    """Keeps whole selected words, in random order, within `max_predictions`.
+
+    Runs only when some row selected more tokens than the cap; no word is
+    cut, so a row may keep fewer than `max_predictions` tokens.
+    """
+    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+
+    def capped():
+        priorities = random_bits.uniform_bits(tf.shape(selected), seed, 32)
+        width = tf.shape(selected, out_type=tf.int64)[1]
+        keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
+        return fill_budget(
+            selected,
+            spread_to_tokens(keys, word_index),
+            tf.minimum(counts, max_predictions),
+            max_predictions,
+            at_least_one=False,
+        )
+
+    return tf.cond(tf.reduce_any(counts > max_predictions), capped, lambda: selected)
+
+
+def select_words(
+    token_ids,
+    eligible,
+    seed,
+    granularity,
+    selection_mode,
+    mask_rate,
+    word_starts=None,
+    word_ids=None,
+    span_length_p=0.2,
+    max_span_length=10,
+    max_predictions=None,
+):
+    """`selected` bool `[B, T]` at `"word"` or `"span"` granularity.
+
+    Word boundaries come from `word_ids` (`[B, T]`, negative: no word) when
+    given, else from the id-level `word_starts` table.
+
+    Args:
+        token_ids: int32/int64 `[B, T]`.
+        eligible: bool `[B, T]`.
+        seed: shape-`[2]` integer seed.
+        granularity: `"word"` or `"span"`.
+        selection_mode: `"bernoulli"` or `"exact"` (for `"word"`).
+        mask_rate: Python float in `(0, 1]`.
+        word_starts: bool `[vocabulary_size]` tensor or `None`.
+        word_ids: integer `[B, T]` tensor or `None`.
+        span_length_p, max_span_length: the span length law.
+        max_predictions: `None` or an int cap on selected tokens per row.
+    """
+    if word_ids is not None:
+        eligible, starts = starts_from_word_ids(word_ids, eligible)
+    else:
+        starts = starts_from_table(token_ids, eligible, word_starts)
+    word_index = word_indices(starts)
+    if granularity == "span":
+        return span_words(
+            eligible, word_index, mask_rate, seed, span_length_p, max_span_length, max_predictions
+        )
+    if selection_mode == "exact":
+        return exact_words(eligible, word_index, mask_rate, seed, max_predictions)
+    selection_seed, cap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    selected = bernoulli_words(eligible, word_index, mask_rate, selection_seed)
+    if max_predictions is not None:
+        selected = cap_words(selected, word_index, max_predictions, cap_seed)
+    return selected
+
+
+# What `DynamicMLMMasking` needs from this module.
+
+GRANULARITIES = ("token", "word", "span")
+
+
+def checked_options(layer, granularity, word_starts, span_length_p, max_span_length):
+    """The layer's granularity arguments, validated (`ValueError` quoting them).
+
+    Returns `(granularity, word_starts, span_length_p, max_span_length)`,
+    `word_starts` as a list of bools or `None`. Also checks that
+    `output_mode="masked_lm"` comes with `max_predictions`.
+    """
+    if layer.output_mode == "masked_lm" and layer.max_predictions is None:
+        raise ValueError(
+            '`output_mode="masked_lm"` needs `max_predictions` (the width of '
+            "keras-hub's mask_positions). Received: max_predictions=None"
+        )
+    return (
+        validation.as_choice("granularity", granularity, GRANULARITIES),
+        validation.as_bool_table("word_starts", word_starts, layer.vocabulary_size),
+        validation.as_float("span_length_p", span_length_p, 0, 1, low_open=True),
+        validation.as_int("max_span_length", max_span_length, 1),
+    )
+
+
+def options_config(layer):
+    """The granularity entries of the layer's `get_config`."""
+    return {
+        "granularity": layer.granularity,
+        "word_starts": layer.word_starts,
+        "span_length_p": layer.span_length_p,
+        "max_span_length": layer.max_span_length,
+    }
+
+
+def word_ids_input(rest, token_ids, granularity, word_starts):
+    """A dict input's `"word_ids"` shaped like the batch the kernels see.
+
+    `[T]` ids give `[1, T]` word ids, ragged ones a dense batch padded with
+    -1 (no word). `None` at `"token"` granularity or when the dict holds
+    none; a `ValueError` naming both sources when neither is given.
+    """
+    if granularity == "token":
+        return None
+    word_ids = (rest or {}).get("word_ids")
+    if word_ids is None:
+        if word_starts is None:
+            raise ValueError(
+                f'granularity="{granularity}" needs word boundaries: pass '
+                "`word_starts` (e.g. keras_dynmask.word_starts(vocabulary, style)) "
+                'to the layer, or a "word_ids" entry in a dict input. Received '
+                "neither: word_starts=None and no 'word_ids' among the input's keys "
+                f"{sorted(rest or {})}"
+            )
+        return None
+    if isinstance(word_ids, tf.RaggedTensor):
+        return word_ids.to_tensor(default_value=-1)
+    word_ids = tf.convert_to_tensor(word_ids)
+    if not word_ids.dtype.is_integer:
+        raise ValueError(
+            f'"word_ids" must be integers. Received: word_ids of dtype {word_ids.dtype.name}'
+        )
+    if token_ids.shape.rank == 1:
+        return word_ids[None, :]
+    return word_ids
+
+
+def select_for_layer(layer, token_ids, eligible, seed, word_ids=None):
+    """`select_words` with a `DynamicMLMMasking`'s configuration."""
+    table = None
+    if word_ids is None:
+        table = tf.constant(layer.word_starts, tf.bool)
+    return select_words(
+        token_ids,
+        eligible,
+        seed,
+        layer.granularity,
+        layer.selection,
+        layer.mask_rate,
+        word_starts=table,
+        word_ids=word_ids,
+        span_length_p=layer.span_length_p,
+        max_span_length=layer.max_span_length,
+        max_predictions=layer.max_predictions,
+    )
