@@ -5,11 +5,12 @@ vocabulary 32128 as T5's, a quarter of the rows padded), each as
 `ds.map(fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)`. Rounds are
 interleaved and the median taken. The reference row is our
 `DynamicMLMMasking` (token level, Bernoulli, `"ids"`); the target is
-SpanCorruption at >= 0.3x of it. t5's and seqio's own preprocessors are
-timed when they import beside this TensorFlow (they do not install beside
-TensorFlow 2.21: see the README).
+SpanCorruption at >= 0.3x of it. t5's own preprocessor is timed when t5
+imports (`--t5-path`: t5 pulls in the JAX stack and an old tfds-nightly,
+so it is kept out of the project's environment; see the README).
 
     .venv/bin/python benchmarks/span_corruption_throughput.py [--batches 40] [--rounds 3]
+        [--t5-path /tmp/t5pkgs]
 """
 
 import argparse
@@ -29,51 +30,76 @@ from keras_dynmask import SpanCorruption  # noqa: E402
 
 BATCH, LENGTH, VOCAB = 256, 512, 32128
 REFERENCE = "reference: DynamicMLMMasking (token, bernoulli, ids)"
+PEER = "peer: t5's denoise + random_spans_noise_mask, per example"
 
 
-def t5_peer():
-    """t5's span_corruption on one example at a time, if t5 imports."""
+def t5_peer(t5_path=None):
+    """t5's own span corruption (`t5.data.preprocessors.denoise` with
+    `random_spans_noise_mask`, the core of its `span_corruption`), one
+    example at a time as t5 runs it; `None` when t5 does not import.
+
+    Returns:
+        A function `dataset of [B, T] batches -> dataset of {"inputs",
+        "targets"} batches`.
+    """
+    if t5_path:
+        sys.path.append(t5_path)  # after the venv: its packages win
     try:
-        from t5.data import preprocessors  # noqa: F401
-    except ImportError:
+        import functools
+
+        import seqio
+        from t5.data import preprocessors
+    except ImportError as error:
+        print(f"t5 does not import here ({error}): no t5 row", file=sys.stderr)
         return None
+    vocabulary = seqio.PassThroughVocabulary(size=VOCAB)
+    features = {
+        key: seqio.Feature(vocabulary=vocabulary, add_eos=True) for key in ("inputs", "targets")
+    }
 
-    def corrupt(ids):
-        def one(row):
-            return preprocessors.span_corruption(
-                tf.data.Dataset.from_tensors({"targets": row}),
-                sequence_length={"inputs": LENGTH, "targets": LENGTH},
-                output_features=None,
-            )
-
-        return tf.data.Dataset.from_tensor_slices(ids).flat_map(one)
+    def corrupt(batches):
+        examples = batches.unbatch().map(lambda row: {"targets": row})
+        corrupted = preprocessors.denoise(
+            examples,
+            features,
+            noise_density=0.15,
+            noise_mask_fn=functools.partial(
+                preprocessors.random_spans_noise_mask, mean_noise_span_length=3.0
+            ),
+            inputs_fn=preprocessors.noise_span_to_unique_sentinel,
+            targets_fn=preprocessors.nonnoise_span_to_unique_sentinel,
+        )
+        return corrupted.padded_batch(BATCH)
 
     return corrupt
 
 
-def candidates():
+def candidates(t5_path=None):
     found = {
         "ceiling: map(x + 1)": lambda x: x + 1,
         REFERENCE: DynamicMLMMasking(vocabulary_size=VOCAB, mask_token_id=103),
+        "ours: DynamicMLMMasking (token, exact, ids)": DynamicMLMMasking(
+            vocabulary_size=VOCAB, mask_token_id=103, selection="exact"
+        ),
         "ours: SpanCorruption (0.15, 3), batch-padded": SpanCorruption(VOCAB, eos_id=1),
         "ours: SpanCorruption (0.15, 3), fixed 512/114": SpanCorruption(
             VOCAB, eos_id=1, inputs_length=LENGTH, targets_length=114
         ),
         "ours: DenoiserMixture (UL2's 7)": DenoiserMixture(VOCAB, eos_id=1),
     }
-    if t5_peer() is None:
-        print("t5 / seqio do not import here: no t5 row", file=sys.stderr)
+    peer = t5_peer(t5_path)
+    if peer is not None:
+        found[PEER] = peer
     return found
 
 
-def tokens_per_second(fn, ids, batches):
-    ds = (
-        tf.data.Dataset.from_tensors(ids)
-        .repeat(batches + 2)
-        .map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    iterator = iter(ds)
+def tokens_per_second(fn, ids, batches, transform=False):
+    ds = tf.data.Dataset.from_tensors(ids).repeat(batches + 2)
+    if transform:
+        ds = fn(ds)
+    else:
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    iterator = iter(ds.prefetch(tf.data.AUTOTUNE))
     next(iterator), next(iterator)  # warm up: tracing, thread pools
     start = time.perf_counter()
     count = sum(1 for _ in iterator)
@@ -84,18 +110,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40, help="batches per timing")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--t5-path", default=None,
+        help="a folder holding t5 and its dependencies (pip install --target), "
+        "appended to sys.path",
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     ids = rng.integers(104, VOCAB - 100, size=(BATCH, LENGTH), dtype=np.int32)
     ids[: BATCH // 4, -LENGTH // 8 :] = 0  # some padding
     ids = tf.constant(ids)
-    runs = candidates()
+    runs = candidates(args.t5_path)
     results = {name: [] for name in runs}
     total = args.rounds * len(runs)
     done = 0
     for round_index in range(args.rounds):
         for name, fn in runs.items():
-            results[name].append(tokens_per_second(fn, ids, args.batches))
+            peer = name == PEER
+            batches = max(2, args.batches // 8) if peer else args.batches
+            results[name].append(tokens_per_second(fn, ids, batches, transform=peer))
             done += 1
             print(f"[{done}/{total}] round {round_index + 1}: {name}: "
                   f"{results[name][-1] / 1e6:.1f} M tokens/s", file=sys.stderr, flush=True)
