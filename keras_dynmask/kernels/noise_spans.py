@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import seeds
 
 SpanLengths = collections.namedtuple("SpanLengths", ["tokens_length", "targets_length"])
 SpanLengths.__doc__ = """Raw and target lengths that fill a wanted inputs length.
@@ -245,8 +246,10 @@ def span_layout(lengths, num_noise, num_spans, seed, bounds=None):
             return tf.maximum(max_items - 1, max_cuts)
         return max(max_items - 1, max_cuts)
 
-    nonnoise_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    nonnoise_cuts = random_cuts(num_nonnoise, num_spans, nonnoise_seed, gaps(max_nonnoise), max_cuts)
+    nonnoise_seed, noise_seed = seeds.split_seed(seed, 2)
+    nonnoise_cuts = random_cuts(
+        num_nonnoise, num_spans, nonnoise_seed, gaps(max_nonnoise), max_cuts
+    )
     noise_cuts = random_cuts(num_noise, num_spans, noise_seed, gaps(max_noise), max_cuts)
     zeros = tf.zeros_like(lengths)[:, None]
     return SpanLayout(
