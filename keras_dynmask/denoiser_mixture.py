@@ -183,13 +183,10 @@ class DenoiserMixture(SpanCorruption):
     # The per-row plan SpanCorruption's kernels follow.
 
     def _count_bounds(self, width):
-        settings = [(d, m) for mode, m, d in self.denoisers if mode != "S"]
-        bounds = noise_spans.count_bounds(width, settings, self.num_sentinels)
-        if len(settings) < len(self.denoisers):
-            # A prefix-LM split leaves 1 to n - 1 tokens on either side.
-            most = tf.maximum if tf.is_tensor(width) else max
-            bounds = (most(bounds[0], width - 1), most(bounds[1], width - 1), bounds[2])
-        return bounds
+        # A prefix-LM row is one span each side: it cuts nothing, so it
+        # needs no gaps (`random_cuts` takes longer rows with one part).
+        settings = [(d, m) for mode, m, d in self.denoisers if mode != "S"] or [(0.5, 1.0)]
+        return noise_spans.count_bounds(width, settings, self.num_sentinels)
 
     def _extra_specs(self):
         return (("denoiser", "int32"),)

@@ -309,6 +309,17 @@ def test_in_a_model_it_corrupts_only_in_training():
     assert make_layer()(ids, training=False)["targets"].shape == (6, 1)
 
 
+def test_model_with_the_layer_saves_and_loads(tmp_path):
+    model = functional_model(make_layer(noise_density=0.3, seed=4))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    layer = [l for l in loaded.layers if isinstance(l, SpanCorruption)][0]
+    assert layer.get_config() == model.layers[1].get_config()
+    ids, _ = random_rows(batch=5)
+    for a, b in zip(model(ids), loaded(ids)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_saved_model_corrupts_in_plain_tensorflow(tmp_path, no_keras_dynmask_python):
     layer = make_layer(inputs_length=48, targets_length=16)
 

@@ -178,7 +178,8 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     """Sorted cut points of one uniformly random composition per row.
 
     Args:
-        totals: int32 `[R]`, items per row (at most `num_gaps + 1`).
+        totals: int32 `[R]`, items per row (at most `num_gaps + 1`, or any
+            number in a row of one part: it cuts nothing).
         parts: int32 `[R]`, parts per row, in `[1, totals]` (or 0).
         seed: shape-`[2]` seed.
         num_gaps: int (Python or scalar tensor) >= every `totals - 1`.
