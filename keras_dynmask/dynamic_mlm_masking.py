@@ -7,6 +7,7 @@ from keras_dynmask import validation
 from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
 from keras_dynmask.kernels import masked_lm_format
+from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
 from keras_dynmask.kernels import word_selection
@@ -285,31 +286,6 @@ class DynamicMLMMasking(MaskingLayer):
     def _check_token_ids(self, token_ids):
         validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
 
-    def _checked_in_range(self, values):
-        """`values`, after checking every id lies in `[0, vocabulary_size)`.
-
-        One unsigned max over the ids decides; the message's min and max
-        are computed only on failure, so the check costs one reduction.
-        """
-
-        def raise_out_of_range():
-            check = tf.debugging.Assert(
-                False,
-                [
-                    "DynamicMLMMasking received token ids outside "
-                    f"[0, vocabulary_size={self.vocabulary_size}): min id",
-                    tf.reduce_min(values),
-                    "max id",
-                    tf.reduce_max(values),
-                ],
-                summarize=1,
-            )
-            with tf.control_dependencies([check]):
-                return tf.identity(values)
-
-        in_range = validation.ids_below(values, self.vocabulary_size)
-        return tf.cond(in_range, lambda: values, raise_out_of_range)
-
     # Masking.
 
     def _seed(self, seed):
@@ -322,7 +298,10 @@ class DynamicMLMMasking(MaskingLayer):
     def _select_and_corrupt(self, token_ids, seed, valid=None, word_ids=None):
         """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row)."""
         selection_seed, cap_seed, corruption_seed = seeds.split_seed(seed, 3)
-        eligible = selection_kernels.eligible_tokens(token_ids, self.excluded_ids, valid)
+        # XLA drops the range assertion: out-of-range ids are then ineligible.
+        in_vocabulary = self.vocabulary_size if random_bits.in_xla_context() else None
+        eligible = selection_kernels.eligible_tokens(
+            token_ids, self.excluded_ids, valid, vocabulary_size=in_vocabulary)
         outcomes = None
         if self.granularity != "token":
             selected = word_selection.select_for_layer(
@@ -340,9 +319,10 @@ class DynamicMLMMasking(MaskingLayer):
             counts = selection_kernels.exact_counts(
                 eligible_count, self.mask_rate, self.max_predictions
             )
+            most = selection_kernels.exact_count_bound(
+                tf.shape(token_ids)[1], self.mask_rate, self.max_predictions)
             selected = selection_kernels.exact_tokens(
-                eligible, counts, selection_seed, eligible_count
-            )
+                eligible, counts, selection_seed, eligible_count, most)
         corrupted = corruption.bert_corruption(
             token_ids,
             selected,
@@ -365,7 +345,10 @@ class DynamicMLMMasking(MaskingLayer):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
         word_ids = word_selection.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
-        token_ids = map_values(self._checked_in_range, token_ids)
+        token_ids = map_values(
+            lambda ids: validation.checked_ids_below("DynamicMLMMasking", ids, self.vocabulary_size),
+            token_ids,
+        )
         if isinstance(token_ids, tf.RaggedTensor):
             return self._masked_ragged(token_ids, seed, word_ids)
         if not self._per_sequence:

@@ -246,6 +246,32 @@ def ids_below(values, vocabulary_size):
     return tf.reduce_max(tf.bitcast(values, unsigned)) < tf.cast(vocabulary_size, unsigned)
 
 
+def checked_ids_below(owner, values, vocabulary_size):
+    """`values`, after a run-time check that every id lies in `[0, vocabulary_size)`.
+
+    One unsigned max decides; the message's min and max are computed only on
+    failure. Under XLA the assertion is dropped (the caller must then make
+    out-of-range ids harmless).
+    """
+
+    def raise_out_of_range():
+        check = tf.debugging.Assert(
+            False,
+            [
+                f"{owner} received token ids outside "
+                f"[0, vocabulary_size={vocabulary_size}): min id",
+                tf.reduce_min(values),
+                "max id",
+                tf.reduce_max(values),
+            ],
+            summarize=1,
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(values)
+
+    return tf.cond(ids_below(values, vocabulary_size), lambda: values, raise_out_of_range)
+
+
 def call_seed(seed):
     """A call-time seed as an int64 `[2]` tensor, checked.
 

@@ -16,7 +16,7 @@ def allowed_id_count(vocabulary_size, excluded_ids):
     return vocabulary_size - len([i for i in set(excluded_ids) if 0 <= i < vocabulary_size])
 
 
-def uniform_allowed_ids(shape, seed, vocabulary_size, excluded_ids, dtype):
+def uniform_allowed_ids(shape, seed, vocabulary_size, excluded_ids, dtype, dense=False):
     """Ids drawn uniformly from `[0, vocabulary_size)` less `excluded_ids`.
 
     The allowed ids are never listed: a draw `u` in `[0, allowed)` maps to
@@ -30,11 +30,18 @@ def uniform_allowed_ids(shape, seed, vocabulary_size, excluded_ids, dtype):
         vocabulary_size: Python int.
         excluded_ids: Python ints in `[0, vocabulary_size)`.
         dtype: the ids' dtype.
+        dense: draw with `random_bits.uniform_below` (a fixed-shape 32-bit
+            draw, for XLA) rather than `stateless_uniform`'s bounded draw.
     """
     excluded = sorted(set(int(i) for i in excluded_ids if 0 <= i < vocabulary_size))
     allowed = vocabulary_size - len(excluded)
     draw_dtype = tf.int64 if allowed >= 2**31 or dtype == tf.int64 else tf.int32
-    draws = tf.random.stateless_uniform(shape, seed, minval=0, maxval=allowed, dtype=draw_dtype)
+    if dense:
+        draws = random_bits.uniform_below(shape, seed, allowed, draw_dtype)
+    else:
+        draws = tf.random.stateless_uniform(
+            shape, seed, minval=0, maxval=allowed, dtype=draw_dtype
+        )
     if excluded:
         # The u-th allowed id is u + #{j : excluded[j] - j <= u}.
         shifted = tf.constant([e - j for j, e in enumerate(excluded)], draw_dtype)
@@ -87,6 +94,13 @@ def bert_corruption(
         corrupted = tf.where(to_mask, tf.constant(mask_token_id, token_ids.dtype), corrupted)
     if random_token_rate > 0:
         to_randomise = random_bits.logical_and(selected, random_bits.outcome_is(outcomes, 1))
+        if random_bits.in_xla_context():
+            # XLA: one fixed-shape draw per token, kept where chosen.
+            new_ids = uniform_allowed_ids(
+                tf.shape(token_ids), replacement_seed, vocabulary_size,
+                replacement_excluded_ids, token_ids.dtype, dense=True,
+            )
+            return tf.where(to_randomise, new_ids, corrupted)
         # Only the (few) chosen positions get a draw: gathered, given ids,
         # scattered back.
         indices = tf.where(to_randomise)

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from keras_dynmask.kernels import random_bits
+
 
 def labels(original_ids, selected, ignore_index):
     """The original id at selected positions, `ignore_index` elsewhere."""
@@ -28,6 +30,8 @@ def prediction_targets(token_ids, selected, max_predictions):
     Returns:
         `(positions int32 [B, P], ids [B, P], weights float32 [B, P])`.
     """
+    if random_bits.in_xla_context():
+        return fixed_width_targets(token_ids, selected, max_predictions)
     batch_size = tf.shape(token_ids)[0]
     coordinates = tf.cast(tf.where(selected), tf.int32)
     rows = tf.RaggedTensor.from_value_rowids(
@@ -40,6 +44,30 @@ def prediction_targets(token_ids, selected, max_predictions):
     ).to_tensor(default_value=0, shape=shape)
     weights = tf.sequence_mask(rows.row_lengths(), max_predictions, tf.float32)
     return positions, ids, weights
+
+
+def fixed_width_targets(token_ids, selected, max_predictions):
+    """`prediction_targets` from fixed-shape ops only (the XLA form).
+
+    Each selected token's slot is the number of selections before it in
+    its row (a cumulative sum); every position is scattered into a
+    `[B, max_predictions + 1]` buffer whose last column takes the
+    unselected ones and is dropped.
+    """
+    batch_size, length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+    slots = tf.cumsum(tf.cast(selected, tf.int32), axis=1, exclusive=True)
+    slots = tf.where(
+        tf.logical_and(selected, slots < max_predictions), slots, max_predictions
+    )
+    rows = tf.broadcast_to(tf.range(batch_size)[:, None], [batch_size, length])
+    indices = tf.stack([rows, slots], axis=-1)
+    shape = tf.stack([batch_size, max_predictions + 1])
+    positions = tf.broadcast_to(tf.range(length)[None, :], [batch_size, length])
+    positions = tf.scatter_nd(indices, tf.where(selected, positions, 0), shape)
+    ids = tf.scatter_nd(indices, tf.where(selected, token_ids, 0), shape)
+    counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    weights = tf.sequence_mask(counts, max_predictions, tf.float32)
+    return positions[:, :max_predictions], ids[:, :max_predictions], weights
 
 
 def empty_prediction_targets(leading_shape, max_predictions, ids_dtype):

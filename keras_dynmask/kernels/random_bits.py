@@ -12,6 +12,7 @@ import collections
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 # Largest relative error allowed between a configured probability and the
 # one a 16-bit threshold realises; beyond it the draw spends 32 bits.
@@ -110,3 +111,26 @@ def logical_and(*masks):
     for mask in present[1:]:
         result = tf.logical_and(result, mask)
     return result
+
+
+def in_xla_context():
+    """True while tracing a function XLA compiles (`jit_compile=True`).
+
+    Kernels take their dense, fixed-width form there: XLA needs every shape
+    to follow from the input shapes, so no `tf.where` lists of positions and
+    no ragged intermediates.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+
+
+def uniform_below(shape, seed, limit, dtype):
+    """Integers uniform in `[0, limit)` (`limit` a Python int below 2**32).
+
+    One 32-bit draw `u` each, mapped by multiply-shift, `(u * limit) >> 32`:
+    a fixed-shape draw XLA compiles whatever `limit` is (its bias, at most
+    `limit / 2**32` relative, is far below any test's resolution).
+    """
+    words = tf.cast(uniform_bits(shape, seed, 32), tf.uint64)
+    scaled = tf.bitwise.right_shift(words * tf.constant(limit, tf.uint64), 32)
+    return tf.cast(scaled, dtype)

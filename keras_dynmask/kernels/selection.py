@@ -24,7 +24,7 @@ def contiguous_runs(sorted_ids):
     return [tuple(run) for run in runs]
 
 
-def eligible_tokens(token_ids, excluded_ids, valid=None):
+def eligible_tokens(token_ids, excluded_ids, valid=None, vocabulary_size=None):
     """True where a token may be selected: not in `excluded_ids`, and valid.
 
     Consecutive excluded ids (e.g. 101..103) cost one unsigned comparison
@@ -34,9 +34,14 @@ def eligible_tokens(token_ids, excluded_ids, valid=None):
         token_ids: int32/int64 ids of any shape.
         excluded_ids: sorted Python ints never selected.
         valid: optional bool mask of the same shape (e.g. inside ragged rows).
+        vocabulary_size: optional int; ids outside `[0, vocabulary_size)`
+            are then not eligible (where no assertion guards the range).
     """
     unsigned = tf.uint32 if token_ids.dtype == tf.int32 else tf.uint64
     eligible = valid
+    if vocabulary_size is not None:
+        in_vocabulary = tf.bitcast(token_ids, unsigned) < tf.constant(vocabulary_size, unsigned)
+        eligible = random_bits.logical_and(eligible, in_vocabulary)
     for first, last in contiguous_runs(excluded_ids):
         if first == last:
             allowed = tf.not_equal(token_ids, tf.constant(first, token_ids.dtype))
@@ -97,32 +102,54 @@ def exact_counts(eligible_count, mask_rate, max_predictions=None):
     return counts
 
 
-def smallest_draws(candidates, draws, counts):
-    """Marks, per row, the `counts[b]` candidates with the smallest draws.
+def _draw_keys(draws, positions):
+    """Unique non-negative int64 keys: the 32-bit draw, then the position
+    (< 2**31); negated, so that `top_k`'s largest are the smallest draws."""
+    shifted = tf.bitwise.left_shift(tf.cast(draws, tf.int64), 31)
+    return -tf.bitwise.bitwise_or(shifted, tf.cast(positions, tf.int64))
 
-    Only the candidates are ranked: they are gathered into a ragged batch
-    whose `top_k` finds each row's last kept (draw, position) key; one
-    elementwise comparison against it then marks the kept tokens. Equal
-    draws are ordered by position.
 
-    Args:
-        candidates: bool `[B, T]`.
-        draws: uint32 `[B, T]` random values.
-        counts: int32 `[B]`, each at most the row's number of candidates.
+def _last_kept_keys(candidates, draws, counts, most):
+    """Per row, the key of the `counts[b]`-th smallest candidate draw.
+
+    Outside XLA only the candidates are ranked: gathered into a ragged batch
+    padded to the longest row. Under XLA (`most` given) every position is
+    ranked at a fixed width: non-candidates get the lowest key and `top_k`
+    keeps `most` (a bound on `counts` that follows from the shapes).
     """
+    if most is not None and random_bits.in_xla_context():
+        positions = tf.range(tf.shape(candidates, tf.int64)[1])[None, :]
+        keys = tf.where(candidates, _draw_keys(draws, positions), tf.int64.min)
+        keys = tf.pad(keys, [[0, 0], [0, 1]], constant_values=tf.int64.min)
+        width = tf.shape(keys)[1]
+        return tf.math.top_k(keys, k=tf.minimum(tf.maximum(most, 1), width)).values
     coordinates = tf.where(candidates)
-    # Unique non-negative keys: the 32-bit draw, then the position (< 2**31);
-    # negated so that top_k's largest are the smallest draws.
-    keys = -tf.bitwise.bitwise_or(
-        tf.bitwise.left_shift(tf.cast(tf.gather_nd(draws, coordinates), tf.int64), 31),
-        coordinates[:, 1],
-    )
+    keys = _draw_keys(tf.gather_nd(draws, coordinates), coordinates[:, 1])
     ragged = tf.RaggedTensor.from_value_rowids(
         keys, coordinates[:, 0], nrows=tf.shape(candidates, tf.int64)[0], validate=False
     )
     padded = ragged.to_tensor(default_value=tf.int64.min)
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
-    top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
+    return tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
+
+
+def smallest_draws(candidates, draws, counts, most=None):
+    """Marks, per row, the `counts[b]` candidates with the smallest draws.
+
+    A `top_k` over (draw, position) keys finds each row's last kept key; one
+    elementwise comparison against it then marks the kept tokens. Equal
+    draws are ordered by position. The XLA form ranks at a fixed width and
+    keeps the same tokens.
+
+    Args:
+        candidates: bool `[B, T]`.
+        draws: uint32 `[B, T]` random values.
+        counts: int32 `[B]`, each at most the row's number of candidates.
+        most: `None`, or an int32 bound on every count that follows from
+            the shapes alone (a Python int or a shape-derived scalar): XLA
+            needs it.
+    """
+    top = _last_kept_keys(candidates, draws, counts, most)
     last_kept = -tf.gather(top, tf.maximum(counts - 1, 0), batch_dims=1)
     # Rows that keep nothing compare against draw 0 at position -1.
     keeps_any = counts > 0
@@ -140,6 +167,22 @@ def smallest_draws(candidates, draws, counts):
     return tf.logical_and(candidates, kept)
 
 
+def exact_count_bound(length, mask_rate, max_predictions=None):
+    """int32 bound on `exact_counts` for rows of `length` tokens.
+
+    `floor(mask_rate * length) + 1` is at least `round(mask_rate * n)` and
+    at least 1 for every `n <= length`; `length` may be a shape-derived
+    scalar, which keeps the bound a compile-time constant under XLA.
+    """
+    if tf.is_tensor(mask_rate):
+        return tf.cast(length, tf.int32)
+    scaled = tf.floor(tf.constant(mask_rate, tf.float64) * tf.cast(length, tf.float64))
+    bound = tf.minimum(tf.cast(scaled, tf.int32) + 1, tf.cast(length, tf.int32))
+    if max_predictions is not None:
+        bound = tf.minimum(bound, max_predictions)
+    return bound
+
+
 def cap_selections(selected, max_predictions, seed):
     """Keeps a uniformly random `max_predictions` of each row's selections.
 
@@ -154,6 +197,7 @@ def cap_selections(selected, max_predictions, seed):
             selected,
             random_bits.uniform_bits(tf.shape(selected), seed, 32),
             tf.minimum(counts, max_predictions),
+            most=max_predictions,
         ),
         lambda: selected,
     )
@@ -167,7 +211,7 @@ CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
 
 
-def exact_tokens(eligible, counts, seed, eligible_count=None):
+def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
     """Selects a uniformly random `counts[b]` of each row's eligible tokens.
 
     The selected tokens are those with the smallest of one uniform 32-bit
@@ -182,8 +226,15 @@ def exact_tokens(eligible, counts, seed, eligible_count=None):
         counts: int32 `[B]`, each at most the row's eligible count.
         seed: shape-`[2]` integer seed.
         eligible_count: int32 `[B]` when the caller has it (saves a pass).
+        most: `None` or a shape-derived bound on `counts`
+            (`exact_count_bound`); under XLA, where it is needed, every
+            eligible token is ranked at that fixed width (no band).
     """
     draws = random_bits.uniform_bits(tf.shape(eligible), seed, 32)
+    if random_bits.in_xla_context():
+        if most is None:
+            most = tf.shape(eligible)[1]
+        return smallest_draws(eligible, draws, counts, most)
     if eligible_count is None:
         eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
     eligible_count = tf.maximum(tf.cast(eligible_count, tf.float64), 1.0)
