@@ -139,6 +139,11 @@ class DenoiserMixture(SpanCorruption):
                     "`mode_token_ids` must be three ids, for R ([NLU]), X ([NLG]) "
                     f"and S ([S2S]). Received: mode_token_ids={mode_token_ids!r}"
                 )
+            if set(self.mode_token_ids) & set(self.sentinel_ids):
+                raise ValueError(
+                    "`mode_token_ids` must not be sentinel ids (sentinels: "
+                    f"{self._sentinel_text()}). Received: mode_token_ids={mode_token_ids!r}"
+                )
 
     def get_config(self):
         config = super(SpanCorruption, self).get_config()

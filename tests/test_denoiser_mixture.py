@@ -163,6 +163,7 @@ def test_ragged_rank_one_dict_and_not_training():
         (dict(rates=[-1] + [1] * 6), "rates[0]=-1"),
         (dict(mode_token_ids=[5, 6]), "mode_token_ids=[5, 6]"),
         (dict(mode_token_ids=[5, 6, VOCAB]), f"mode_token_ids=[5, 6, {VOCAB}]"),
+        (dict(mode_token_ids=[5, 6, VOCAB - 1]), f"mode_token_ids=[5, 6, {VOCAB - 1}]"),
     ],
 )
 def test_bad_configuration_names_the_argument(kwargs, quoted):
