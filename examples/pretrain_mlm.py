@@ -30,7 +30,9 @@ The text export loads with plain TensorFlow (`tf.saved_model.load`, after
 alone; `keras_dynmask` is not needed.
 
 Run: `python examples/pretrain_mlm.py [--epochs N] [--seed S]
-[--text-files GLOB | --tfds NAME] [--output DIR]`.
+[--text-files GLOB | --tfds NAME] [--output DIR] [--granularity token|word|span]`
+(`word`: whole-word masking, `span`: SpanBERT's spans of whole words, word
+boundaries from the WordPiece vocabulary's `##` pieces).
 """
 
 import math
@@ -43,6 +45,7 @@ import tensorflow as tf
 
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
+from keras_dynmask import word_starts
 from keras_dynmask.data import mask_dataset
 from keras_dynmask.kernels.seeds import keyed_seed
 
@@ -69,6 +72,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--granularity", choices=("token", "word", "span"), default="token",
+        help="mask tokens, whole words, or SpanBERT spans of whole words",
+    )
     return example_common.parse_and_check(
         parser, argv, ("epochs", "vocabulary_size", "batch_size", "top_k", "version")
     )
@@ -145,7 +152,10 @@ def max_predictions_for(sequence_length, mask_rate):
     return max(1, math.ceil(mask_rate * (sequence_length - 2)))
 
 
-def make_masker(tokenizer, mask_rate=0.15, output_mode="fit", seed=None, max_predictions=None):
+def make_masker(
+    tokenizer, mask_rate=0.15, output_mode="fit", seed=None, max_predictions=None,
+    granularity="token",
+):
     """The `DynamicMLMMasking` layer for this tokenizer's ids.
 
     `[CLS]`, `[SEP]` and `[UNK]` are never selected nor drawn as random
@@ -161,6 +171,8 @@ def make_masker(tokenizer, mask_rate=0.15, output_mode="fit", seed=None, max_pre
         output_mode: `"fit"` or `"dict"`.
         seed: `None` or int, the layer's constructor seed.
         max_predictions: `None` or int (see `max_predictions_for`).
+        granularity: `"token"`, `"word"` or `"span"`; word boundaries come
+            from the vocabulary's `##` continuation pieces.
 
     Returns:
         A `DynamicMLMMasking`.
@@ -176,6 +188,8 @@ def make_masker(tokenizer, mask_rate=0.15, output_mode="fit", seed=None, max_pre
         output_mode=output_mode,
         ignore_index=IGNORE_INDEX,
         seed=seed,
+        granularity=granularity,
+        word_starts=None if granularity == "token" else word_starts(tokenizer.vocabulary, "wordpiece"),
     )
 
 
@@ -512,7 +526,8 @@ def run(args, corpus=None):
 
     max_predictions = max_predictions_for(args.sequence_length, args.mask_rate)
     masker = make_masker(
-        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions
+        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions,
+        granularity=args.granularity,
     )
     train, steps = example_common.capped_training_data(
         mask_dataset(train_ids, masker, seed=args.seed).map(for_fit),
@@ -557,7 +572,8 @@ def run(args, corpus=None):
 
     start = time.perf_counter()
     served_masker = make_masker(
-        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions
+        tokenizer, args.mask_rate, "dict", max_predictions=max_predictions,
+        granularity=args.granularity,
     )
     export_dir = export_for_serving(
         backbone,
