@@ -246,3 +246,11 @@ def test_long_rows_fit_in_memory():
         )
         fraction = float(tf.reduce_mean(tf.cast(selected, tf.float32)))
         assert 0.12 < fraction < 0.18
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 512])
+def test_row_counts_is_an_exact_cumulative_sum(length):
+    flags = np.random.default_rng(length).random((5, length)) < 0.6
+    np.testing.assert_array_equal(
+        word_selection.row_counts(tf.constant(flags)), np.cumsum(flags, axis=1)
+    )
