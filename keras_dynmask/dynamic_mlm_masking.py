@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
@@ -39,18 +40,30 @@ class DynamicMLMMasking(MaskingLayer):
     model), and in an exported SavedModel. Called on its own (directly or in
     `tf.data`) it masks unless `training=False` is passed.
 
+    Under XLA (`jit_compile=True`) every mode runs with the same statistics;
+    XLA drops the id-range check, so there an id outside `[0,
+    vocabulary_size)` is never selected, changed or counted as eligible.
+
     Randomness: with no seed anywhere, every call draws a fresh mask, and
     every epoch of `ds.map(layer)` differs from the last, also after
     `keras.utils.set_random_seed`, as does every tf.data service worker and
     every replica (the seeds come from the operating system). A constructor
-    `seed` makes the sequence of masks reproducible run to run. A call-time `seed` (shape `[2]` int
+    `seed` makes the sequence of masks reproducible run to run when calls
+    come in a fixed order (not a parallel `ds.map`: use `mask_dataset(ds,
+    layer)`, keyed by the layer's seed, epoch and index). A call-time `seed` (shape `[2]` int
     tensor) makes the output a pure function of `(inputs, seed)`; see
     `keras_dynmask.data.mask_dataset` for reproducible `tf.data` epochs.
 
     Args:
         vocabulary_size: int >= 2, ids lie in `[0, vocabulary_size)`.
         mask_token_id: int in `[0, vocabulary_size)`, the mask token.
-        mask_rate: float in `(0, 1]`, chance each eligible token is selected.
+        mask_rate: float in `(0, 1]`, chance each eligible token is selected;
+            or a `keras.optimizers.schedules.LearningRateSchedule` mapping
+            the step (batches masked before) to the rate, e.g.
+            `PolynomialDecay(0.3, steps, 0.15)`; the layer then counts its
+            masked batches (saved with the model), `mask_dataset` passes
+            each element's `epoch * N + index`, and `current_mask_rate()`
+            reads the rate.
         mask_token_rate: float in `[0, 1]`, share of selected tokens replaced
             by `mask_token_id`.
         random_token_rate: float in `[0, 1]`, share of selected tokens
@@ -84,6 +97,9 @@ class DynamicMLMMasking(MaskingLayer):
             called on its own, and inside a model only when Keras trains.
         seed: optional shape-`[2]` int tensor; the output is then a pure
             function of `(inputs, seed)`.
+        step: optional int scalar, the schedule step of this call (with a
+            scheduled `mask_rate`); without it the layer's own count is used
+            and advanced.
 
     Returns:
         `"ids"`: the corrupted ids, same shape, dtype and kind as the input
@@ -141,7 +157,7 @@ class DynamicMLMMasking(MaskingLayer):
         self.mask_token_id = check.as_int(
             "mask_token_id", mask_token_id, 0, self.vocabulary_size
         )
-        self.mask_rate = check.as_float("mask_rate", mask_rate, 0, 1, low_open=True)
+        self.mask_rate = rate_schedules.as_rate("mask_rate", mask_rate)
         self.mask_token_rate = check.as_float("mask_token_rate", mask_token_rate, 0, 1)
         self.random_token_rate = check.as_float(
             "random_token_rate", random_token_rate, 0, 1
@@ -163,7 +179,7 @@ class DynamicMLMMasking(MaskingLayer):
             "max_predictions", max_predictions, 1, allow_none=True
         )
         self.output_mode = check.as_choice("output_mode", output_mode, OUTPUT_MODES)
-        self.ignore_index = check.as_int("ignore_index", ignore_index)
+        self.ignore_index = check.as_int("ignore_index", ignore_index, -(2**63), 2**63)
         self.seed = check.as_seed(seed)
         (self.granularity, self.word_starts, self.span_length_p, self.max_span_length) = (
             word_selection.checked_options(self, granularity, word_starts, span_length_p, max_span_length)
@@ -183,6 +199,8 @@ class DynamicMLMMasking(MaskingLayer):
         self._generator = None
         if self.seed is not None:
             self._generator = tf.random.Generator.from_seed(self.seed)
+        # With a scheduled `mask_rate`: the batches masked so far (saved).
+        self._masked_batches = rate_schedules.step_counter(self, self.mask_rate, "masked_batches")
 
     def get_config(self):
         config = super().get_config()
@@ -190,7 +208,7 @@ class DynamicMLMMasking(MaskingLayer):
             {
                 "vocabulary_size": self.vocabulary_size,
                 "mask_token_id": self.mask_token_id,
-                "mask_rate": self.mask_rate,
+                "mask_rate": rate_schedules.serialize_rate(self.mask_rate),
                 "mask_token_rate": self.mask_token_rate,
                 "random_token_rate": self.random_token_rate,
                 "special_token_ids": list(self.special_token_ids),
@@ -213,23 +231,32 @@ class DynamicMLMMasking(MaskingLayer):
                 training = True
         return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
-    def call(self, inputs, training=None, seed=None):
+    def current_mask_rate(self):
+        """The mask rate the next call without a `step` uses (a float)."""
+        return rate_schedules.current_rate(self.mask_rate, self._masked_batches)
+
+    @property
+    def schedule_step(self):
+        """With a scheduled `mask_rate`, the batches masked so far (a weight); else `None`."""
+        return self._masked_batches
+
+    def call(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
-        self._check_token_ids(token_ids)
+        token_ids = self._check_token_ids(token_ids)
         if training is None or training is False:
             masked = self._unmasked(token_ids)
         elif training is True:
-            masked = self._masked(token_ids, seed, rest)
+            masked = self._masked(token_ids, seed, rest, step)
         else:
             # A symbolic training flag: both branches share one structure.
             masked = tf.cond(
                 tf.cast(training, tf.bool),
-                lambda: self._masked(token_ids, seed, rest),
+                lambda: self._masked(token_ids, seed, rest, step),
                 lambda: self._unmasked(token_ids),
             )
         return self._format(rest, token_ids, *masked)
 
-    def compute_output_spec(self, inputs, training=None, seed=None):
+    def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
 
         def like(dtype=token_ids.dtype, shape=token_ids.shape):
@@ -275,6 +302,7 @@ class DynamicMLMMasking(MaskingLayer):
                     f"Received keys: {sorted(inputs)}"
                 )
             rest = {k: v for k, v in inputs.items() if k != "token_ids"}
+            validation.no_clashing_keys(inputs, self._output_keys, "output_mode", self.output_mode)
             return to_tensor(inputs["token_ids"]), rest
         if isinstance(inputs, (tuple, set)):
             raise ValueError(
@@ -283,8 +311,17 @@ class DynamicMLMMasking(MaskingLayer):
             )
         return to_tensor(inputs), None
 
+    @property
+    def _output_keys(self):
+        targets = ("mask_positions", "mask_ids", "mask_weights") if self.max_predictions else ()
+        return {"dict": ("labels", "mask") + targets, "masked_lm": ("padding_mask",) + targets}.get(self.output_mode, ())
+
     def _check_token_ids(self, token_ids):
         validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
+        if self.output_mode == "dict":  # labels take the ids' dtype
+            validation.fits_dtype("ignore_index", self.ignore_index, token_ids, "labels")
+        with tf.control_dependencies(validation.rank_checks("DynamicMLMMasking", "token_ids", token_ids, (1, 2))):
+            return tf.identity(token_ids) if validation.static_rank(token_ids) is None else token_ids
 
     # Masking.
 
@@ -295,20 +332,21 @@ class DynamicMLMMasking(MaskingLayer):
             return seeds.fresh_seed()
         return self._generator.make_seeds(1)[:, 0]
 
-    def _select_and_corrupt(self, token_ids, seed, valid=None, word_ids=None):
-        """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row)."""
+    def _select_and_corrupt(self, token_ids, seed, rate, valid=None, word_ids=None):
+        """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row).
+
+        `rate` is this call's mask rate (a float, or a scheduled tensor).
+        """
         selection_seed, cap_seed, corruption_seed = seeds.split_seed(seed, 3)
-        # XLA drops the range assertion: out-of-range ids are then ineligible.
-        in_vocabulary = self.vocabulary_size if random_bits.in_xla_context() else None
-        eligible = selection_kernels.eligible_tokens(
-            token_ids, self.excluded_ids, valid, vocabulary_size=in_vocabulary)
+        in_vocabulary = self.vocabulary_size if random_bits.in_xla_context() else None  # no assert in XLA
+        eligible = selection_kernels.eligible_tokens(token_ids, self.excluded_ids, valid, in_vocabulary)
         outcomes = None
         if self.granularity != "token":
             selected = word_selection.select_for_layer(
-                self, token_ids, eligible, selection_seed, word_ids)
+                self, token_ids, eligible, selection_seed, word_ids, mask_rate=rate)
         elif self.selection == "bernoulli":
             selected, outcomes = selection_kernels.bernoulli_tokens(
-                eligible, self.mask_rate, selection_seed, self.corruption_shares
+                eligible, rate, selection_seed, self.corruption_shares
             )
             if self.max_predictions is not None:
                 selected = selection_kernels.cap_selections(
@@ -317,10 +355,10 @@ class DynamicMLMMasking(MaskingLayer):
         else:
             eligible_count = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
             counts = selection_kernels.exact_counts(
-                eligible_count, self.mask_rate, self.max_predictions
+                eligible_count, rate, self.max_predictions
             )
             most = selection_kernels.exact_count_bound(
-                tf.shape(token_ids)[1], self.mask_rate, self.max_predictions)
+                tf.shape(token_ids)[1], rate, self.max_predictions)
             selected = selection_kernels.exact_tokens(
                 eligible, counts, selection_seed, eligible_count, most)
         corrupted = corruption.bert_corruption(
@@ -341,31 +379,35 @@ class DynamicMLMMasking(MaskingLayer):
         per_row = self.selection == "exact" or self.granularity != "token"
         return per_row or self.max_predictions is not None
 
-    def _masked(self, token_ids, seed, rest=None):
+    def _masked(self, token_ids, seed, rest=None, step=None):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
+        rate = rate_schedules.rate_for_call(self.mask_rate, self._masked_batches, step)
         word_ids = word_selection.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
         token_ids = map_values(
             lambda ids: validation.checked_ids_below("DynamicMLMMasking", ids, self.vocabulary_size),
             token_ids,
         )
         if isinstance(token_ids, tf.RaggedTensor):
-            return self._masked_ragged(token_ids, seed, word_ids)
+            return self._masked_ragged(token_ids, seed, rate, word_ids)
         if not self._per_sequence:
-            corrupted, selected = self._select_and_corrupt(token_ids, seed)
+            corrupted, selected = self._select_and_corrupt(token_ids, seed, rate)
             return corrupted, selected, None
-        rank_one = token_ids.shape.rank == 1
-        batch = token_ids[None, :] if rank_one else token_ids
-        corrupted, selected = self._select_and_corrupt(batch, seed, word_ids=word_ids)
+        if token_ids.shape.rank == 2:
+            corrupted, selected = self._select_and_corrupt(token_ids, seed, rate, word_ids=word_ids)
+            return corrupted, selected, self._targets(token_ids, selected)
+        # `[T]`, or a rank known only at run time (checked to be 1 or 2).
+        shape = tf.shape(token_ids)
+        batch = tf.reshape(token_ids, [-1, shape[-1]])
+        corrupted, selected = self._select_and_corrupt(batch, seed, rate, word_ids=word_ids)
         targets = self._targets(batch, selected)
-        if rank_one:
-            corrupted, selected = corrupted[0], selected[0]
-            targets = None if targets is None else tuple(t[0] for t in targets)
-        return corrupted, selected, targets
+        if targets is not None:
+            targets = tuple(tf.reshape(t, tf.concat([shape[:-1], [-1]], 0)) for t in targets)
+        return tf.reshape(corrupted, shape), tf.reshape(selected, shape), targets
 
-    def _masked_ragged(self, token_ids, seed, word_ids=None):
+    def _masked_ragged(self, token_ids, seed, rate, word_ids=None):
         if not self._per_sequence:
-            corrupted, selected = self._select_and_corrupt(token_ids.flat_values, seed)
+            corrupted, selected = self._select_and_corrupt(token_ids.flat_values, seed, rate)
             return (
                 token_ids.with_flat_values(corrupted),
                 token_ids.with_flat_values(selected),
@@ -374,11 +416,12 @@ class DynamicMLMMasking(MaskingLayer):
         lengths = token_ids.row_lengths()
         dense = token_ids.to_tensor()
         valid = tf.sequence_mask(lengths, tf.shape(dense)[1])
-        corrupted, selected = self._select_and_corrupt(dense, seed, valid, word_ids)
+        corrupted, selected = self._select_and_corrupt(dense, seed, rate, valid, word_ids)
         targets = self._targets(dense, selected)
+        # Back into the input's own row partition (its splits dtype kept).
         return (
-            tf.RaggedTensor.from_tensor(corrupted, lengths=lengths),
-            tf.RaggedTensor.from_tensor(selected, lengths=lengths),
+            token_ids.with_flat_values(tf.boolean_mask(corrupted, valid)),
+            token_ids.with_flat_values(tf.boolean_mask(selected, valid)),
             targets,
         )
 

@@ -1,6 +1,7 @@
 """`MaskedLMModel`: masked-LM training with the masking inside the model."""
 
 import keras
+import tensorflow as tf
 
 from keras_dynmask import validation
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
@@ -147,5 +148,8 @@ class MaskedLMModel(keras.Model):
         if y is None:
             token_ids = x["token_ids"] if isinstance(x, dict) else x
             seed = seeds.content_seed(self.evaluation_seed, token_ids)
-            x, y, sample_weight = self.masking(x, training=True, seed=seed)
+            # A scheduled rate is read at the current step, not advanced.
+            step = self.masking.schedule_step
+            extra = {} if step is None else {"step": tf.convert_to_tensor(step)}
+            x, y, sample_weight = self.masking(x, training=True, seed=seed, **extra)
         return super().test_step((x, y, sample_weight))

@@ -216,6 +216,46 @@ def check_integer_ids(owner, name, tensor, ranks):
         )
 
 
+def rank_checks(owner, name, tensor, ranks):
+    """Run-time rank check of a tensor whose static rank is unknown.
+
+    Returns the assert ops to run first (none when the static rank is known,
+    which `check_integer_ids` settles, or for a ragged tensor).
+    """
+    if static_rank(tensor) is not None or is_ragged(tensor) or not tf.is_tensor(tensor):
+        return []
+    rank = tf.rank(tensor)
+    return require(
+        tf.reduce_any(tf.equal(rank, list(ranks))),
+        f"{owner} needs {name} of rank {' or '.join(map(str, ranks))}",
+        rank=rank,
+    )
+
+
+def fits_dtype(name, value, tensor, what):
+    """`ValueError` unless the Python int `value` fits `tensor`'s integer dtype.
+
+    `what` names the output that takes `tensor`'s dtype (e.g. `"labels"`).
+    """
+    dtype = tf.as_dtype(dtype_name(tensor))
+    if not dtype.min <= value <= dtype.max:
+        raise ValueError(
+            f"`{name}` must fit the {what}' dtype, that of the ids ({dtype.name}); "
+            f"pass int64 ids for a wider one. Received: {name}={value!r}"
+        )
+
+
+def no_clashing_keys(inputs, output_keys, mode_name, mode):
+    """`ValueError` when a dict input holds keys the outputs would replace."""
+    clashing = sorted(set(inputs) & set(output_keys))
+    if clashing:
+        raise ValueError(
+            f"A dict input's entries {clashing} clash with the outputs of "
+            f"{mode_name}={mode!r}, which would replace them; rename them. "
+            f"Received keys: {sorted(inputs)}"
+        )
+
+
 def require(condition, message, **values):
     """Checks a tensor condition: `ValueError` now when eager, else an assert.
 
@@ -302,3 +342,19 @@ def call_seed(seed):
             f"Received: seed of shape {shape_text(seed)}"
         )
     return tf.reshape(tf.cast(seed, tf.int64), [2])
+
+
+def call_step(step):
+    """A call-time schedule `step` as an int64 scalar tensor, checked."""
+    if isinstance(step, bool) or not (is_integer(step) or tf.is_tensor(step)):
+        raise ValueError(
+            f"A call-time `step` must be an integer scalar. Received: step={step!r}"
+        )
+    if tf.is_tensor(step):
+        if not step.dtype.is_integer or (step.shape.rank not in (None, 0)):
+            raise ValueError(
+                "A call-time `step` must be an integer scalar. Received: step "
+                f"of dtype {step.dtype.name} and shape {shape_text(step)}"
+            )
+        return tf.cast(step, tf.int64)
+    return tf.constant(int(_plain(step)), tf.int64)

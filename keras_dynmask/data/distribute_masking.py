@@ -41,6 +41,7 @@ starts a local cluster (a dispatcher and N worker processes).
 
 import tensorflow as tf
 
+from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.data.mask_dataset import layer_or_given_seed
 from keras_dynmask.data.mask_dataset import mask_dataset
@@ -168,10 +169,15 @@ def masking_pipeline(
     def fetch(position):
         return position, tf.data.experimental.at(dataset, position % num_elements)
 
+    scheduled = rate_schedules.layer_is_scheduled(layer)
+
     def mask_fetched(position, element):
         epoch = position // num_elements
         index = position % num_elements
-        return layer(prepare(element), seed=element_seed(seed, epoch, index))
+        key = element_seed(seed, epoch, index)
+        if scheduled:  # the step is the global position, epoch * n + index
+            return layer(prepare(element), seed=key, step=position)
+        return layer(prepare(element), seed=key)
 
     # The dispatcher splits the outer range only: one split is a run of
     # `elements_per_split` consecutive positions. Elements are fetched one

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels.seeds import element_seed
 
@@ -56,6 +57,12 @@ def mask_dataset(
         num_parallel_calls: as for `tf.data.Dataset.map`.
         num_epochs: `None` or int >= 1 (see above).
 
+    With a scheduled rate (`mask_rate` a Keras schedule) and a seed, element
+    `i` of epoch `e` is masked at the schedule's value for step `e * N + i`
+    (`N` the dataset's length, which must be known): stateless, so the same
+    run to run, on every tf.data service worker and whatever
+    `num_parallel_calls` is.
+
     Returns:
         The masked `tf.data.Dataset`.
 
@@ -81,9 +88,14 @@ def mask_dataset(
             dataset = dataset.repeat(num_epochs)
         return dataset.map(layer, num_parallel_calls=num_parallel_calls)
 
+    steps_per_epoch = rate_schedules.schedule_steps(layer, dataset)
+
     def mask_pass(epoch):
         def mask_element(index, element):
-            return layer(element, seed=element_seed(seed, epoch, index))
+            key = element_seed(seed, epoch, index)
+            if steps_per_epoch is None:
+                return layer(element, seed=key)
+            return layer(element, seed=key, step=epoch * steps_per_epoch + index)
 
         return dataset.enumerate().map(
             mask_element,
@@ -97,4 +109,11 @@ def mask_dataset(
         passes = tf.Variable(0, dtype=tf.int64, trainable=False, name="mask_dataset_passes")
         # One element per iteration: reading it advances the pass counter.
         epochs = tf.data.Dataset.range(1).map(lambda _: passes.assign_add(1) - 1)
-    return epochs.flat_map(mask_pass)
+    masked = epochs.flat_map(mask_pass)
+    # flat_map hides the length; a known one is put back for `fit`.
+    cardinality = int(dataset.cardinality())
+    if cardinality >= 0:
+        masked = masked.apply(
+            tf.data.experimental.assert_cardinality(cardinality * (num_epochs or 1))
+        )
+    return masked

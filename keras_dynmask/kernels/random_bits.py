@@ -24,13 +24,27 @@ Outcomes.__doc__ = """One uniform draw per token and the outcomes it falls in.
 Attributes:
     values: uint16 or uint32 draws, one per token.
     bits: 16 or 32.
-    thresholds: Python ints, cumulative: outcome `i` holds the values in
-        `[thresholds[i - 1], thresholds[i])` (outcome 0 starts at 0).
+    thresholds: cumulative: outcome `i` holds the values in
+        `[thresholds[i - 1], thresholds[i])` (outcome 0 starts at 0). Python
+        ints for fixed probabilities; uint64 scalar tensors when a
+        probability is a tensor (a scheduled rate).
 """
 
 
+def _any_tensor(probabilities):
+    return any(tf.is_tensor(p) for p in probabilities)
+
+
 def thresholds_for(probabilities, bits):
-    """Cumulative integer thresholds in `[0, 2**bits]` for `probabilities`."""
+    """Cumulative integer thresholds in `[0, 2**bits]` for `probabilities`.
+
+    Python ints for Python probabilities; for tensor probabilities (a rate
+    known only at run time) uint64 scalar tensors.
+    """
+    if _any_tensor(probabilities):
+        cumulative = tf.cumsum(tf.stack([tf.cast(p, tf.float64) for p in probabilities]))
+        scaled = tf.clip_by_value(tf.round(cumulative * 2.0**bits), 0.0, 2.0**bits)
+        return tf.unstack(tf.cast(scaled, tf.uint64))
     cumulative = np.cumsum(np.asarray(probabilities, np.float64))
     return [int(round(float(c) * 2**bits)) for c in cumulative]
 
@@ -46,7 +60,12 @@ def precise_enough(probabilities, bits):
 
 
 def choose_bits(probabilities):
-    """16 when 16-bit thresholds are precise enough for `probabilities`, else 32."""
+    """16 when 16-bit thresholds are precise enough for `probabilities`, else 32.
+
+    Probabilities known only at run time (tensors) always get 32 bits.
+    """
+    if _any_tensor(probabilities):
+        return 32
     return 16 if precise_enough(probabilities, 16) else 32
 
 
@@ -85,6 +104,8 @@ def draw_outcomes(shape, seed, probabilities):
 
 def below(values, threshold, bits):
     """`values < threshold` for `bits`-bit unsigned values (`None`: all)."""
+    if tf.is_tensor(threshold):
+        return tf.less(tf.cast(values, tf.uint64), tf.cast(threshold, tf.uint64))
     if threshold >= 2**bits:
         return None
     return tf.less(values, tf.constant(threshold, values.dtype))
@@ -95,6 +116,12 @@ def outcome_is(outcomes, index):
     values, bits, thresholds = outcomes
     high = thresholds[index]
     low = thresholds[index - 1] if index > 0 else 0
+    if tf.is_tensor(high) or tf.is_tensor(low):
+        wide = tf.cast(values, tf.uint64)
+        return tf.logical_and(
+            tf.greater_equal(wide, tf.cast(low, tf.uint64)),
+            tf.less(wide, tf.cast(high, tf.uint64)),
+        )
     if high <= low:
         return tf.zeros_like(values, tf.bool)
     if low == 0:
