@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import to_tensor
@@ -54,7 +55,9 @@ class CausalMask(MaskingLayer):
             its own segment id.
         prefix_length: optional int or integer tensor of shape `[]` or
             `[B]`, the length of each sequence's bidirectional prefix
-            (forward only; values past `T` mean the whole sequence).
+            (forward only; values past `T`, int64 ones included, mean the
+            whole sequence). A negative value is an error (an assertion in
+            graphs); under XLA, which drops assertions, it counts as 0.
 
     Returns:
         A bool tensor `[B, T, T]`.
@@ -78,22 +81,10 @@ class CausalMask(MaskingLayer):
 
     def __init__(self, direction="forward", window=None, **kwargs):
         super().__init__(**kwargs)
-        if direction not in attention_masks.DIRECTIONS:
-            raise ValueError(
-                f"`direction` must be one of {attention_masks.DIRECTIONS}. "
-                f"Received: direction={direction!r}"
-            )
-        if window is not None and (
-            not isinstance(window, (int, np.integer))
-            or isinstance(window, bool)
-            or window < 1
-        ):
-            raise ValueError(
-                "`window` must be None or an int >= 1. Received: "
-                f"window={window!r}"
-            )
-        self.direction = direction
-        self.window = None if window is None else int(window)
+        self.direction = validation.as_choice(
+            "direction", direction, attention_masks.DIRECTIONS
+        )
+        self.window = validation.as_int("window", window, 1, allow_none=True)
 
     def get_config(self):
         config = super().get_config()
@@ -103,8 +94,10 @@ class CausalMask(MaskingLayer):
     def call(self, inputs, padding_mask=None, segment_ids=None, prefix_length=None):
         inputs = to_tensor(inputs)
         self._check_inputs(inputs)
-        batch_size, sequence_length = _batch_and_length(inputs)
-        checks = []  # run-time shape checks, run before the mask is built
+        # Run-time shape checks, run before the mask is built.
+        checks = validation.rank_checks("CausalMask", "inputs", inputs, (2, 3))
+        with tf.control_dependencies(checks):
+            batch_size, sequence_length = _batch_and_length(inputs)
         # Every source of padding: past the end of ragged rows (of the
         # inputs or of a ragged argument), and where padding_mask is False.
         real_tokens = []

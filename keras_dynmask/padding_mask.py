@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import to_tensor
@@ -62,20 +63,8 @@ class PaddingMask(MaskingLayer):
 
     def __init__(self, pad_token_id=0, output_mode="mask", **kwargs):
         super().__init__(**kwargs)
-        if pad_token_id is not None and (
-            not isinstance(pad_token_id, int) or isinstance(pad_token_id, bool)
-        ):
-            raise ValueError(
-                "`pad_token_id` must be an int or None. Received: "
-                f"pad_token_id={pad_token_id!r}"
-            )
-        if output_mode not in OUTPUT_MODES:
-            raise ValueError(
-                f"`output_mode` must be one of {OUTPUT_MODES}. Received: "
-                f"output_mode={output_mode!r}"
-            )
-        self.pad_token_id = pad_token_id
-        self.output_mode = output_mode
+        self.pad_token_id = validation.as_int("pad_token_id", pad_token_id, allow_none=True)
+        self.output_mode = validation.as_choice("output_mode", output_mode, OUTPUT_MODES)
 
     def get_config(self):
         config = super().get_config()
@@ -87,9 +76,11 @@ class PaddingMask(MaskingLayer):
     def call(self, token_ids):
         token_ids = to_tensor(token_ids)
         self._check_token_ids(token_ids)
-        padding_mask = attention_masks.token_padding_mask(
-            token_ids, self.pad_token_id
-        )
+        checks = validation.rank_checks("PaddingMask", "token_ids", token_ids, (1, 2))
+        with tf.control_dependencies(checks):
+            padding_mask = attention_masks.token_padding_mask(
+                token_ids, self.pad_token_id
+            )
         if self.output_mode == "attention":
             return attention_masks.attention_mask_from_padding(padding_mask)
         return padding_mask

@@ -109,6 +109,11 @@ def causal_attention_mask(
     allowed = allowed[None]  # [1, T, T], shared by the whole batch.
 
     if prefix_length is not None:
+        # Clipped to [0, T] in its own dtype first: an int64 prefix past
+        # int32 means the whole sequence, not a wrapped value.
+        prefix_length = tf.convert_to_tensor(prefix_length)
+        length = tf.cast(tf.size(positions), prefix_length.dtype)
+        prefix_length = tf.clip_by_value(prefix_length, 0, length)
         prefix_length = tf.reshape(tf.cast(prefix_length, tf.int32), [-1, 1])
         in_prefix = positions[None, :] < prefix_length  # [B or 1, T]
         allowed |= in_prefix[:, :, None] & in_prefix[:, None, :]

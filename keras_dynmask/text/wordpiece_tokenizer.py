@@ -83,6 +83,13 @@ class WordPieceTokenizer(tf.Module):
                 f"vocabulary={_short(vocabulary)}"
             )
         vocabulary = list(vocabulary)
+        unwritable = [t for t in vocabulary if not t or t != t.strip("\r\n") or len(t.splitlines()) > 1]
+        if unwritable:
+            raise ValueError(
+                "`vocabulary` tokens must be non-empty and hold no line breaks "
+                "(the vocabulary file has one token a line). Received tokens: "
+                f"{unwritable[:10]!r}"
+            )
         missing = [t for t in SPECIAL_TOKENS if t not in vocabulary]
         if missing:
             raise ValueError(
