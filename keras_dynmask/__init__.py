@@ -12,6 +12,7 @@ from keras_dynmask.denoiser_mixture import DenoiserMixture
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
 from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask.padding_mask import PaddingMask
+from keras_dynmask.rate_schedules import MaskRateLogger
 from keras_dynmask.span_corruption import SpanCorruption
 from keras_dynmask.word_starts import word_starts
 
@@ -21,6 +22,7 @@ __all__ = [
     "CausalMask",
     "DenoiserMixture",
     "DynamicMLMMasking",
+    "MaskRateLogger",
     "MaskedLMModel",
     "PaddingMask",
     "SpanCorruption",
