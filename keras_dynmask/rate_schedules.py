@@ -135,11 +135,11 @@ class MaskRateLogger(keras.callbacks.Callback):
 
     The rate appears in the progress bar and in `History.history` under
     `name` (default `"mask_rate"`), read from `layer.current_mask_rate()`
-    at the end of every batch and epoch.
+    (or a `SpanCorruption`'s `current_noise_density()`) at the end of every
+    batch and epoch.
 
     Args:
-        layer: a layer with a `current_mask_rate()` method
-            (`DynamicMLMMasking`, `SpanCorruption`).
+        layer: a `DynamicMLMMasking` or `SpanCorruption`.
         name: the key in the logs.
 
     Example:
@@ -158,11 +158,16 @@ class MaskRateLogger(keras.callbacks.Callback):
 
     def __init__(self, layer, name="mask_rate"):
         super().__init__()
-        if not hasattr(layer, "current_mask_rate"):
+        reader = getattr(layer, "current_mask_rate", None) or getattr(
+            layer, "current_noise_density", None
+        )
+        if reader is None:
             raise ValueError(
                 "`layer` must have a `current_mask_rate()` method (e.g. a "
-                f"DynamicMLMMasking). Received: layer={layer!r}"
+                "DynamicMLMMasking) or `current_noise_density()` (a "
+                f"SpanCorruption). Received: layer={layer!r}"
             )
+        self._read_rate = reader
         if not isinstance(name, str) or not name:
             raise ValueError(f"`name` must be a non-empty str. Received: name={name!r}")
         self.layer = layer
@@ -170,7 +175,7 @@ class MaskRateLogger(keras.callbacks.Callback):
 
     def _log(self, logs):
         if logs is not None:
-            logs[self.name] = float(self.layer.current_mask_rate())
+            logs[self.name] = float(self._read_rate())
 
     def on_train_batch_end(self, batch, logs=None):
         self._log(logs)

@@ -5,6 +5,7 @@ import collections
 import keras
 import tensorflow as tf
 
+from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import noise_spans
 from keras_dynmask.kernels import seeds
@@ -50,7 +51,10 @@ class SpanCorruption(MaskingLayer):
 
     Args:
         vocabulary_size: int >= 2, ids lie in `[0, vocabulary_size)`.
-        noise_density: float in `(0, 1)`, the share of tokens made noise.
+        noise_density: float in `(0, 1)`, the share of tokens made noise, or
+            a Keras `LearningRateSchedule` of the step (as `mask_rate` of
+            `DynamicMLMMasking`: a saved count of corrupted batches, or
+            `mask_dataset`'s `epoch * N + index`).
         mean_noise_span_length: float >= 1.
         sentinel_ids: `None` or distinct ids, the sentinels in order. `None`:
             `vocabulary_size - 1`, `vocabulary_size - 2`, ... (`num_sentinels`
@@ -75,6 +79,8 @@ class SpanCorruption(MaskingLayer):
             is called on its own, and inside a model only when Keras trains.
         seed: optional shape-`[2]` int tensor; the output is then a pure
             function of `(inputs, seed)`.
+        step: optional int scalar, the schedule step (scheduled
+            `noise_density` only).
 
     Returns:
         A dict `{"inputs", "targets"}` of the input's dtype: `[B, L]`
@@ -114,7 +120,7 @@ class SpanCorruption(MaskingLayer):
         super().__init__(**kwargs)
         check = validation
         self.vocabulary_size = check.as_int("vocabulary_size", vocabulary_size, 2)
-        self._noise_density = check.as_float(
+        self._noise_density = rate_schedules.as_rate(
             "noise_density", noise_density, 0, 1, low_open=True, high_open=True
         )
         self.mean_noise_span_length = check.as_float(
@@ -124,13 +130,17 @@ class SpanCorruption(MaskingLayer):
             sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
             targets_length, seed,
         )
+        # With a scheduled `noise_density`: the batches corrupted so far (saved).
+        self._noise_steps = rate_schedules.step_counter(
+            self, self._noise_density, "corrupted_batches"
+        )
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "vocabulary_size": self.vocabulary_size,
-                "noise_density": self._noise_density,
+                "noise_density": rate_schedules.serialize_rate(self._noise_density),
                 "mean_noise_span_length": self.mean_noise_span_length,
             }
         )
@@ -193,8 +203,21 @@ class SpanCorruption(MaskingLayer):
 
     @property
     def noise_density(self):
-        """The share of tokens made noise: the one place the layer reads it."""
+        """The share of tokens made noise (a float or a schedule): the one place the layer reads it."""
         return self._noise_density
+
+    @property
+    def _scheduled(self):
+        return rate_schedules.is_schedule(getattr(self, "_noise_density", None))
+
+    @property
+    def schedule_step(self):
+        """With a scheduled `noise_density`, the batches corrupted so far; else `None`."""
+        return getattr(self, "_noise_steps", None)
+
+    def current_noise_density(self):
+        """The noise density the next call without a `step` uses (a float)."""
+        return rate_schedules.current_rate(self._noise_density, self.schedule_step)
 
     def lengths_for(self, inputs_length):
         """Raw and target lengths for a wanted `inputs_length` (T5's helper).
@@ -208,6 +231,13 @@ class SpanCorruption(MaskingLayer):
             text to this), and the targets' length for such a row.
         """
         inputs_length = validation.as_int("inputs_length", inputs_length, 1)
+        if self._scheduled:
+            raise ValueError(
+                "`lengths_for` needs a fixed noise_density; with a schedule, "
+                "build a SpanCorruption at the density to plan for (e.g. the "
+                "schedule's largest) and ask it. Received: "
+                f"noise_density={self.noise_density!r}"
+            )
         return noise_spans.lengths_for_inputs_length(
             inputs_length,
             self.noise_density,
@@ -226,22 +256,22 @@ class SpanCorruption(MaskingLayer):
                 training = True
         return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
-    def call(self, inputs, training=None, seed=None):
+    def call(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
         validation.check_integer_ids(type(self).__name__, "token_ids", token_ids, (1, 2))
         if training is None or training is False:
             outputs = self._outputs(token_ids, None)
         elif training is True:
-            outputs = self._outputs(token_ids, self._seed(seed))
+            outputs = self._outputs(token_ids, self._seed(seed), step)
         else:
             outputs = tf.cond(
                 tf.cast(training, tf.bool),
-                lambda: self._outputs(token_ids, self._seed(seed)),
+                lambda: self._outputs(token_ids, self._seed(seed), step),
                 lambda: self._outputs(token_ids, None),
             )
         return {**(rest or {}), **outputs}
 
-    def compute_output_spec(self, inputs, training=None, seed=None):
+    def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
         batch = tuple(token_ids.shape[:-1])
         ragged = validation.is_ragged(token_ids)
@@ -334,19 +364,27 @@ class SpanCorruption(MaskingLayer):
 
     def _count_bounds(self, width):
         """`(max_nonnoise, max_noise, max_spans)` over rows of <= `width` tokens."""
+        if self._scheduled:
+            # Any density: bounds that hold for all (static where `width` is).
+            if tf.is_tensor(width):
+                most = tf.maximum(width - 1, 1)
+                return most, most, tf.maximum(tf.minimum(width // 2, self.num_sentinels), 1)
+            most = max(int(width) - 1, 1)
+            return most, most, max(min(int(width) // 2, self.num_sentinels), 1)
         settings = [(self.noise_density, self.mean_noise_span_length)]
         return noise_spans.count_bounds(width, settings, self.num_sentinels)
 
-    def _row_plan(self, lengths, seed):
+    def _row_plan(self, lengths, seed, density=None):
+        density = self.noise_density if density is None else density
         num_noise, num_spans = noise_spans.span_counts(
-            lengths, self.noise_density, self.mean_noise_span_length, self.num_sentinels
+            lengths, density, self.mean_noise_span_length, self.num_sentinels
         )
         return RowPlan(num_noise, num_spans, None, None, {})
 
     def _unchanged_extras(self, batch_size):
         return {}
 
-    def _outputs(self, token_ids, seed):
+    def _outputs(self, token_ids, seed, step=None):
         """The output dict; `seed=None` corrupts nothing."""
         rank_one = validation.static_rank(token_ids) == 1
         ragged = isinstance(token_ids, tf.RaggedTensor)
@@ -372,7 +410,13 @@ class SpanCorruption(MaskingLayer):
         else:
             dense = self._checked(dense)
             plan_seed, spans_seed = seeds.split_seed(seed, 2)
-            plan = self._row_plan(lengths, plan_seed)
+            if self._scheduled:
+                density = rate_schedules.rate_for_call(
+                    self._noise_density, self._noise_steps, step
+                )
+                plan = self._row_plan(lengths, plan_seed, density)
+            else:
+                plan = self._row_plan(lengths, plan_seed)
             width = dense.shape[1]
             bounds = self._count_bounds(tf.shape(dense)[1] if width is None else width)
             layout = noise_spans.span_layout(
