@@ -10,11 +10,9 @@ never has more than `T` words) and reach the tokens with one gather
 (`spread_to_tokens`). No `[B, T, T]` intermediate, no ragged tensor, no
 loop over words: memory is O(B * T).
 
-A selection strategy is one function here returning a bool `[B, T]`
-`selected` in which every word is selected whole or not at all:
-`bernoulli_words` (each word with probability `mask_rate`), `exact_words`
-(whole words in random order within a token budget) and `span_words`
-(SpanBERT's spans of whole words within a token budget).
+A selection strategy is one function here returning a bool `[B, T]` in
+which every word is selected whole or not at all: `bernoulli_words`,
+`exact_words`, `span_words`.
 """
 
 import math
@@ -110,14 +108,21 @@ def spread_to_tokens(word_values, word_index):
 def bernoulli_words(eligible, word_index, mask_rate, seed):
     """Selects each word, whole, with probability `mask_rate`.
 
-    One 16-bit draw per word-space column decides its word.
+    One 16-bit draw per word-space column decides its word (32-bit when
+    `mask_rate` is a tensor, e.g. a scheduled rate).
     """
-    bits = random_bits.choose_bits([mask_rate])
-    threshold = random_bits.thresholds_for([mask_rate], bits)[0]
-    draws = random_bits.uniform_bits(tf.shape(eligible), seed, bits)
-    chosen = random_bits.below(draws, threshold, bits)
-    if chosen is None:
-        return eligible
+    if not isinstance(mask_rate, float):
+        draws = random_bits.uniform_bits(tf.shape(eligible), seed, 32)
+        scaled = tf.cast(mask_rate, tf.float64) * 2.0**32
+        threshold = tf.cast(tf.clip_by_value(scaled, 0.0, 2.0**32 - 1), tf.uint32)
+        chosen = tf.logical_or(draws < threshold, scaled >= 2.0**32)
+    else:
+        bits = random_bits.choose_bits([mask_rate])
+        threshold = random_bits.thresholds_for([mask_rate], bits)[0]
+        draws = random_bits.uniform_bits(tf.shape(eligible), seed, bits)
+        chosen = random_bits.below(draws, threshold, bits)
+        if chosen is None:
+            return eligible
     return tf.logical_and(eligible, spread_to_tokens(chosen, word_index))
 
 
@@ -174,11 +179,15 @@ def budget_bound(length, mask_rate, max_predictions=None):
     """A bound on any row's token budget: a Python int when `length` is one.
 
     `round(mask_rate * n) <= floor(mask_rate * length + 0.5)` for every
-    `n <= length`; at least 1, at most `length` and `max_predictions`.
+    `n <= length`; at least 1, at most `length` and `max_predictions`. A
+    tensor rate (a schedule) with a static `length` gives `length` (static
+    widths for XLA).
     """
     if isinstance(length, int) and isinstance(mask_rate, float):
         bound = min(length, max(1, int(math.floor(mask_rate * length + 0.5))))
         return bound if max_predictions is None else min(bound, max_predictions)
+    if isinstance(length, int):  # a tensor rate (a schedule): the static bound
+        return length if max_predictions is None else min(length, max_predictions)
     bound = tf.cast(tf.floor(tf.cast(mask_rate, tf.float64) * tf.cast(length, tf.float64) + 0.5), tf.int32)
     bound = tf.clip_by_value(bound, 1, tf.maximum(tf.cast(length, tf.int32), 1))
     return bound if max_predictions is None else tf.minimum(bound, max_predictions)
@@ -238,12 +247,7 @@ def word_budget(eligible, mask_rate, max_predictions):
 
 
 def span_words(
-    eligible,
-    word_index,
-    mask_rate,
-    seed,
-    span_length_p=0.2,
-    max_span_length=10,
+    eligible, word_index, mask_rate, seed, span_length_p=0.2, max_span_length=10,
     max_predictions=None,
 ):
     """SpanBERT's span masking, in whole words, within a token budget.
@@ -311,17 +315,8 @@ def cap_words(selected, word_index, max_predictions, seed):
 
 
 def select_words(
-    token_ids,
-    eligible,
-    seed,
-    granularity,
-    selection_mode,
-    mask_rate,
-    word_starts=None,
-    word_ids=None,
-    span_length_p=0.2,
-    max_span_length=10,
-    max_predictions=None,
+    token_ids, eligible, seed, granularity, selection_mode, mask_rate, word_starts=None,
+    word_ids=None, span_length_p=0.2, max_span_length=10, max_predictions=None,
 ):
     """`selected` bool `[B, T]` at `"word"` or `"span"` granularity.
 
@@ -329,14 +324,11 @@ def select_words(
     given, else from the id-level `word_starts` table.
 
     Args:
-        token_ids: int32/int64 `[B, T]`.
-        eligible: bool `[B, T]`.
+        token_ids, eligible: int `[B, T]` ids, bool `[B, T]`.
         seed: shape-`[2]` integer seed.
-        granularity: `"word"` or `"span"`.
-        selection_mode: `"bernoulli"` or `"exact"` (for `"word"`).
-        mask_rate: Python float in `(0, 1]`.
-        word_starts: bool `[vocabulary_size]` tensor or `None`.
-        word_ids: integer `[B, T]` tensor or `None`.
+        granularity, selection_mode: `"word"` / `"span"`, `"bernoulli"` / `"exact"`.
+        mask_rate: Python float in `(0, 1]` (or a scheduled float tensor).
+        word_starts, word_ids: a bool `[vocabulary_size]` table, int `[B, T]`.
         span_length_p, max_span_length: the span length law.
         max_predictions: `None` or an int cap on selected tokens per row.
     """

@@ -254,3 +254,22 @@ def test_row_counts_is_an_exact_cumulative_sum(length):
     np.testing.assert_array_equal(
         word_selection.row_counts(tf.constant(flags)), np.cumsum(flags, axis=1)
     )
+
+
+@pytest.mark.parametrize("granularity, mode", [("word", "bernoulli"), ("word", "exact"), ("span", "exact")])
+def test_a_tensor_rate_compiles_and_keeps_whole_words(granularity, mode):
+    table = continuation_table(0.4)
+    ids = random_batch(200, 40)
+    words = reference_words(ids, table)
+
+    @tf.function(jit_compile=True)
+    def run(ids, rate):
+        return word_selection.select_words(
+            ids, ids > 3, tf.constant([2, 3]), granularity, mode, rate,
+            word_starts=tf.constant(table),
+        )
+
+    selected = run(tf.constant(ids), tf.constant(0.3)).numpy()
+    assert_whole_words(selected, words)
+    share = selected.sum() / (words >= 0).sum()
+    assert 0.25 < share < 0.35
