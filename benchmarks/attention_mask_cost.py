@@ -203,7 +203,12 @@ def main():
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--smoke", action="store_true", help="B=2, T=32, one repeat: checks the script runs"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.batch_size, args.lengths, args.window, args.repeats = 2, [32], 8, 1
 
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "

@@ -25,6 +25,10 @@ Markdown table.
 
     .venv/bin/python benchmarks/data_service_scaling.py [--rounds 3] [--batches 96]
         [--elements-per-split 8]
+
+`--smoke` runs each pipeline once, on a few small batches and a 1-worker
+service only, in seconds (the test suite's check that the script still
+runs); its figures mean nothing.
 """
 
 import argparse
@@ -50,9 +54,9 @@ SEED = 0
 WARMUP_BATCHES = 16
 
 
-def mask_ids_source(num_batches):
+def mask_ids_source(num_batches, batch=128, length=512):
     """Pre-tokenized batches and the layer that masks them."""
-    vocabulary_size, batch, length = 30522, 128, 512
+    vocabulary_size = 30522
     ids = np.random.RandomState(0).randint(
         104, vocabulary_size, size=(num_batches * batch, length)
     ).astype("int32")
@@ -65,11 +69,11 @@ def mask_ids_source(num_batches):
     return tf.data.Dataset.from_tensor_slices(ids).batch(batch), layer, 0, None
 
 
-def tokenize_and_mask_source(num_batches):
+def tokenize_and_mask_source(num_batches, vocabulary_size=8000, learn_from=4000):
     """Batches of raw passages, tokenized in-graph, and the masking layer."""
     corpus = load_corpus(max_passages=num_batches * 64 + 500)
     tokenizer = WordPieceTokenizer.learn(
-        corpus.train[:4000], vocabulary_size=8000, sequence_length=128
+        corpus.train[:learn_from], vocabulary_size=vocabulary_size, sequence_length=128
     )
     passages = list(corpus.train[: num_batches * 64])
     layer = DynamicMLMMasking(
@@ -90,10 +94,10 @@ def one_thread():
     return options
 
 
-def tokens_per_second(dataset, timed_batches, pad_id):
-    """Reads WARMUP_BATCHES, then times `timed_batches`; non-padding ids/s."""
+def tokens_per_second(dataset, timed_batches, pad_id, warmup_batches=WARMUP_BATCHES):
+    """Reads `warmup_batches`, then times `timed_batches`; non-padding ids/s."""
     iterator = iter(dataset)
-    for _ in range(WARMUP_BATCHES):
+    for _ in range(warmup_batches):
         next(iterator)
     tokens = 0
     started = time.perf_counter()
@@ -127,39 +131,55 @@ def pipeline_for(source, layer, preprocess, num_epochs, options, service, elemen
     return pipeline.prefetch(4)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=96, help="timed batches a run")
     parser.add_argument(
         "--elements-per-split", type=int, default=8, help="batches a worker asks for at a time"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one round, 1 worker: checks it runs"
+    )
+    args = parser.parse_args(argv)
     for name in ("rounds", "batches", "elements_per_split"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
-    source_batches = 32
-    total = WARMUP_BATCHES + args.batches
+    source_batches, warmup_batches, worker_counts = 32, WARMUP_BATCHES, (1, 2)
+    if args.smoke:
+        args.rounds, args.batches = 1, 2
+        source_batches, warmup_batches, worker_counts = 4, 1, (1,)
+    total = warmup_batches + args.batches
     num_epochs = -(-total // source_batches)
     print(
         f"CPU cores: {os.cpu_count()}; TensorFlow {tf.__version__}; load average "
         f"{os.getloadavg()[0]:.1f}; {args.elements_per_split} batches a split"
     )
     print("preparing sources (corpus, WordPiece vocabulary) ...", flush=True)
-    sources = {
-        "mask": mask_ids_source(source_batches),
-        "tokenize + mask": tokenize_and_mask_source(source_batches),
-    }
+    if args.smoke:
+        sources = {
+            "mask": mask_ids_source(source_batches, batch=8, length=64),
+            "tokenize + mask": tokenize_and_mask_source(
+                source_batches, vocabulary_size=300, learn_from=300
+            ),
+        }
+    else:
+        sources = {
+            "mask": mask_ids_source(source_batches),
+            "tokenize + mask": tokenize_and_mask_source(source_batches),
+        }
     clusters = {}
     try:
         # Two clusters side by side (idle ones cost next to nothing), so the
         # rounds can interleave every configuration.
-        for num_workers in (1, 2):
+        for num_workers in worker_counts:
             clusters[num_workers] = LocalDataService(
                 num_workers=num_workers, import_modules=["tensorflow_text"]
             )
-        configs = [("in-process", None), ("1 worker", clusters[1]), ("2 workers", clusters[2])]
+        configs = [("in-process", None)] + [
+            (f"{n} worker{'s' if n > 1 else ''}", clusters[n]) for n in worker_counts
+        ]
         rows = [
             (name, threads) for name in sources for threads in ("all cores", "1 thread each")
         ]
@@ -179,7 +199,7 @@ def main():
                         service,
                         args.elements_per_split,
                     )
-                    rate = tokens_per_second(dataset, args.batches, pad_id)
+                    rate = tokens_per_second(dataset, args.batches, pad_id, warmup_batches)
                     results[((name, threads), config)].append(rate)
                     print(
                         f"round {round_index + 1}: {name:16s} {threads:14s} "
@@ -198,6 +218,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for row in rows:
         medians = [statistics.median(results[(row, config)]) for config, _ in configs]
+        medians += [float("nan")] * (3 - len(medians))
         cells = " | ".join(f"{m / 1e6:.2f} M" for m in medians)
         print(f"| {row[0]} | {row[1]} | {cells} | {medians[2] / medians[1]:.2f}x |")
     print(

@@ -8,6 +8,9 @@ Markdown table with ratios to the peer (keras-hub's MaskedLMMaskGenerator)
 and to the ceiling (a `lambda x: x + 1` map).
 
     .venv/bin/python benchmarks/mlm_throughput.py [--batches 60] [--rounds 3]
+
+`--smoke` runs every candidate once on 8 x 64 ids, in seconds (the test
+suite's check that the script still runs); its figures mean nothing.
 """
 
 import argparse
@@ -80,7 +83,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=60, help="batches per timing")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
     args = parser.parse_args(argv)
+    if args.smoke:
+        global BATCH, LENGTH
+        BATCH, LENGTH = 8, 64
+        args.batches, args.rounds = 2, 1
     rng = np.random.default_rng(0)
     ids = rng.integers(104, VOCAB, size=(BATCH, LENGTH), dtype=np.int32)
     ids[:, 0], ids[:, -1] = 101, 102

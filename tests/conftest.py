@@ -6,6 +6,14 @@ import textwrap
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# On CI (`CI` set, as CI services do) hypothesis draws the same examples on
+# every run, so a failure replays from a fresh clone; elsewhere it explores,
+# and prints the seed of a failing run (`--hypothesis-seed` replays it).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def run_without_keras_dynmask(code, timeout=300):

@@ -191,9 +191,18 @@ def test_dict_input_passes_other_entries_through():
     assert out["segment_ids"] is segments
 
 
-def test_numpy_input_is_accepted():
-    out = make_layer()(random_ids())
-    assert isinstance(out, tf.Tensor)
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_numpy_input_is_accepted(dtype):
+    ids = random_ids(dtype=dtype)
+    layer = make_layer(mask_rate=0.5, output_mode="dict")
+    key = tf.constant([3, 4])
+    out = layer(ids, seed=key)
+    assert isinstance(out["token_ids"], tf.Tensor) and out["token_ids"].dtype == dtype
+    # The same masks as for the same ids as a tensor.
+    want = layer(tf.constant(ids), seed=key)
+    for name in ("token_ids", "labels", "mask"):
+        np.testing.assert_array_equal(out[name], want[name])
+    assert out["mask"].numpy().any()
 
 
 # Training flag.
@@ -308,6 +317,17 @@ def test_fit_mode_feeds_model_fit_directly():
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(ds, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+    # Keras reads the triple as (x, y, sample_weight): with one fixed masking
+    # the evaluated loss is the cross-entropy weighted by the selection.
+    layer = make_layer(output_mode="fit", mask_rate=0.3)
+    batches = tf.data.Dataset.from_tensor_slices(random_ids(32, 12)).batch(8)
+    fixed = batches.map(lambda ids: layer(ids, seed=tf.constant([5, 6])))
+    want = []
+    for x, y, weights in fixed:
+        per_token = keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True)
+        assert 0 < float(tf.reduce_sum(weights)) < weights.shape.num_elements()
+        want.append(float(tf.reduce_sum(per_token * weights)) / weights.shape.num_elements())
+    assert model.evaluate(fixed, verbose=0) == pytest.approx(np.mean(want), rel=1e-5)
 
 
 # Inside a model.
@@ -454,4 +474,11 @@ def test_targets_feed_keras_hub_bert_masked_lm():
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     x, y, _ = next(iter(ds))
-    assert model.predict(x, verbose=0).shape == (8, 4, VOCAB)
+    predictions = model.predict(x, verbose=0)
+    assert predictions.shape == (8, 4, VOCAB)
+    # The head predicts at our `mask_positions`: reversing them reverses
+    # its predictions.
+    reversed_x = dict(x, mask_positions=x["mask_positions"][:, ::-1])
+    np.testing.assert_allclose(
+        model.predict(reversed_x, verbose=0), predictions[:, ::-1], rtol=1e-4, atol=1e-5
+    )

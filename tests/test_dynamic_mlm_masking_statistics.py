@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
 from mlm_reference import expected_exact_count
+from outcome_counts import measured_counts
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask.kernels import random_bits
 
@@ -59,8 +60,54 @@ def assert_frequencies(frequency, trials, p, label="frequency"):
     )
 
 
+def assert_pairs(selected, q, label="pair co-occurrence"):
+    """Each pair of columns of bool `selected` [rows, n] is selected together
+    in Binomial(rows, q) rows (Bonferroni normal bound over the pairs).
+
+    Marginal frequencies alone pass a selection that takes a random block of
+    neighbours; a uniform subset also spreads its pairs evenly."""
+    rows, n = selected.shape
+    on = selected.astype(np.int64)
+    together = (on.T @ on)[np.triu_indices(n, 1)]
+    z = normal_upper_quantile(P_VALUE / (2 * len(together)))
+    bound = z * math.sqrt(rows * q * (1 - q))
+    deviation = np.abs(together - rows * q)
+    assert deviation.max() <= bound, (
+        f"{label}: {together.min()}..{together.max()} vs expected {rows * q:.1f} +- {bound:.1f}"
+    )
+
+
 def call_seed(a, b=0):
     return tf.constant([a, b], tf.int32)
+
+
+@pytest.fixture
+def drawn_outcomes(monkeypatch):
+    """Records `(probabilities, outcomes)` of every `random_bits.draw_outcomes`
+    call the layer makes, so a test can measure what they realise."""
+    calls = []
+    draw_outcomes = random_bits.draw_outcomes
+
+    def spy(shape, seed, probabilities):
+        outcomes = draw_outcomes(shape, seed, probabilities)
+        calls.append((list(probabilities), outcomes))
+        return outcomes
+
+    monkeypatch.setattr(random_bits, "draw_outcomes", spy)
+    return calls
+
+
+def assert_realised(probabilities, outcomes, rtol=1e-3):
+    """Each outcome's share of all draw values is its probability (rtol)."""
+    realised = measured_counts(outcomes) / 2**outcomes.bits
+    for p, share in zip(probabilities, realised):
+        assert abs(share - p) <= rtol * p, (probabilities, realised.tolist(), outcomes.bits)
+
+
+def detectable_relative_shift(expected_count):
+    """The relative change of a chi-square cell with `expected_count` that
+    takes the statistic past the p = 1e-6 critical value (df = 2)."""
+    return math.sqrt(chi2_critical(2) / expected_count)
 
 
 # Layer configuration and NumPy references.
@@ -220,11 +267,22 @@ def test_selected_fraction_is_mask_rate_on_the_16_bit_path(kind):
         (0.003, 2**22),
     ],
 )
-def test_selected_fraction_is_mask_rate_on_the_32_bit_path(mask_rate, tokens):
+def test_selected_fraction_is_mask_rate_on_the_32_bit_path(mask_rate, tokens, drawn_outcomes):
     config = dict(BERT_LIKE, mask_rate=mask_rate)
     layer = DynamicMLMMasking(**config, output_mode="fit")
-    bits = random_bits.choose_bits([mask_rate * share for share in layer.corruption_shares])
+    probabilities = [mask_rate * share for share in layer.corruption_shares]
+    bits = random_bits.choose_bits(probabilities)
     assert bits == 32
+    # The binomial count below sees a 0 or +67% rate (the 0.6 / 2**16 case)
+    # but not the 0.3% a 16-bit threshold would cost at 0.003: the draws
+    # the layer makes are measured over all their values for that.
+    layer(tf.constant([[105, 106]]), seed=call_seed(20))
+    assert len(drawn_outcomes) == 1
+    called_with, outcomes = drawn_outcomes[0]
+    np.testing.assert_allclose(called_with, probabilities)
+    assert outcomes.bits == 32
+    assert_realised(probabilities, outcomes)
+    assert_realised([mask_rate], random_bits.Outcomes(None, 32, outcomes.thresholds[-1:]))
     # All ids eligible; chunks of 4M tokens, each with its own seed.
     chunk = tf.constant(
         np.random.default_rng(2).integers(104, 1000, size=(512, 8192)), tf.int32
@@ -252,7 +310,7 @@ def test_selected_fraction_is_mask_rate_on_the_32_bit_path(mask_rate, tokens):
     ],
 )
 def test_split_among_selected_is_the_configured_one(
-    selection, mask_rate, mask_token_rate, random_token_rate, max_predictions
+    selection, mask_rate, mask_token_rate, random_token_rate, max_predictions, drawn_outcomes
 ):
     config = dict(
         BERT_LIKE,
@@ -263,8 +321,17 @@ def test_split_among_selected_is_the_configured_one(
         max_predictions=max_predictions,
     )
     rng = np.random.default_rng(3)
-    ids = tf.constant(mixed_ids(rng, (500, 256), config), tf.int32)
+    # About 300k selections (a binding cap needs short rows to get them).
+    shape = (2400, 1024) if max_predictions is None else (17000, 160)
+    ids = tf.constant(mixed_ids(rng, shape, config), tf.int32)
     rows, selected, corrupted = selection_of(config, ids, call_seed(31, 32))
+    # What the draws realise, measured over all their values: this sees a
+    # quantisation error of 0.1%, which no count of this size can.
+    for probabilities, outcomes in drawn_outcomes:
+        assert_realised(probabilities, outcomes)
+    if selection == "bernoulli":
+        shares = [mask_rate * s for s in (mask_token_rate, random_token_rate)]
+        assert [p[:2] for p, _ in drawn_outcomes] == [pytest.approx(shares)]
     original = np.concatenate([r[s] for r, s in zip(rows, selected)])
     replaced = np.concatenate([c[s] for c, s in zip(corrupted, selected)])
     # Selected originals are never the mask token, and random draws never
@@ -274,7 +341,7 @@ def test_split_among_selected_is_the_configured_one(
     masked = int((replaced == config["mask_token_id"]).sum())
     unchanged = int((replaced == original).sum())
     changed = len(replaced) - masked - unchanged
-    assert len(replaced) >= 9_000
+    assert len(replaced) >= 250_000
     expected = np.array(
         [
             mask_token_rate,
@@ -286,6 +353,11 @@ def test_split_among_selected_is_the_configured_one(
     assert statistic < chi2_critical(2), (
         [masked, changed, unchanged], expected.round(1), statistic
     )
+    # Power: a 3% shift of the mask or random share (an 80/10/10 that is
+    # really 80/10.3/9.7) would fail the test.
+    for share, cell in zip((mask_token_rate, random_token_rate), expected[:2]):
+        if share >= 0.1:
+            assert detectable_relative_shift(cell) <= 0.03, (share, cell)
 
 
 # Random replacements.
@@ -393,7 +465,7 @@ def test_exact_counts_per_sequence(mask_rate, max_predictions, kind, dtype):
 
 def test_exact_selection_is_a_uniform_subset():
     config = dict(BERT_LIKE, mask_rate=0.15, selection="exact")
-    width, rows = 32, 8000
+    width, rows = 32, 20000
     pattern = np.random.default_rng(7).integers(104, 1000, size=width)
     pattern[0], pattern[9], pattern[17] = 101, 103, 102  # [CLS], [MASK], [SEP]
     pattern[-4:] = 0  # padding
@@ -407,6 +479,7 @@ def test_exact_selection_is_a_uniform_subset():
     frequency = selected.sum(axis=0)
     assert not frequency[~eligible].any()
     assert_frequencies(frequency[eligible], rows, k / n, "position frequency")
+    assert_pairs(selected[:, eligible], k * (k - 1) / (n * (n - 1)))
 
 
 # "bernoulli" with max_predictions.
@@ -448,6 +521,10 @@ def test_bernoulli_cap_keeps_a_uniform_subset_of_min_count_cap(cap):
     assert not frequency[~eligible].any()
     # Marginally, a position is kept with chance E[min(S, cap)] / n.
     assert_frequencies(frequency[eligible], rows, mean_count / n, "position frequency")
+    # A pair is kept together with chance E[K (K - 1)] / (n (n - 1)), K = min(S, cap).
+    kept = np.minimum(np.arange(n + 1), cap)
+    pair_rate = float((kept * (kept - 1) * pmf).sum()) / (n * (n - 1))
+    assert_pairs(selected[:, eligible], pair_rate)
 
 
 # Exact properties at scale.

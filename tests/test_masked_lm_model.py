@@ -63,7 +63,11 @@ def test_masked_lm_model_fits_from_raw_ids_and_evaluates_reproducibly(tmp_path):
     first = model.evaluate(ids, batch_size=16, verbose=0, return_dict=True)
     second = model.evaluate(ids, batch_size=16, verbose=0, return_dict=True)
     assert first == second
-    assert model.predict(ids[:2], verbose=0).shape == (2, 12, VOCAB)
+    # predict and call run the backbone alone, unmasked.
+    backbone_logits = model.backbone.predict(ids[:2], verbose=0)
+    assert backbone_logits.shape == (2, 12, VOCAB)
+    np.testing.assert_allclose(model.predict(ids[:2], verbose=0), backbone_logits, rtol=1e-6)
+    np.testing.assert_allclose(model(ids[:2]), backbone_logits, rtol=1e-6)
     path = tmp_path / "mlm.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
@@ -74,3 +78,44 @@ def test_masked_lm_model_fits_from_raw_ids_and_evaluates_reproducibly(tmp_path):
 def test_masked_lm_model_rejects_wrong_masking_mode():
     with pytest.raises(ValueError, match="output_mode='fit'"):
         MaskedLMModel(tiny_backbone(), make_layer(output_mode="ids"))
+
+
+def test_call_and_export_run_the_backbone_alone_without_the_package(
+    tmp_path, no_keras_dynmask_python
+):
+    # A masking that would turn every id into MASK: any masking at serving
+    # time would show.
+    masking = make_layer(output_mode="fit", mask_rate=1.0, mask_token_rate=1.0,
+                         random_token_rate=0.0)
+    model = MaskedLMModel(tiny_backbone(), masking)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    ids = random_ids(16, 9)
+    model.fit(ids, epochs=1, batch_size=8, verbose=0)
+    expected = model.backbone(ids).numpy()
+    masked_everywhere = model.backbone(np.full_like(ids, MASK)).numpy()
+    assert not np.allclose(expected, masked_everywhere)
+    np.testing.assert_allclose(model(ids).numpy(), expected, rtol=1e-6)
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "expected.npy", expected)
+    # The signature is given: a subclassed model's inferred one follows the
+    # dtype Keras fed it in fit (float32 for NumPy ids).
+    model.export(
+        str(tmp_path / "export"),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)],
+        verbose=False,
+    )
+    no_keras_dynmask_python(
+        f"""
+        import numpy as np
+        import tensorflow as tf
+        loaded = tf.saved_model.load({str(tmp_path / "export")!r})
+        ids = np.load({str(tmp_path / "ids.npy")!r})
+        expected = np.load({str(tmp_path / "expected.npy")!r})
+        np.testing.assert_allclose(loaded.serve(tf.constant(ids)).numpy(), expected,
+                                   rtol=1e-5, atol=1e-6)
+        out = loaded.signatures["serving_default"](tf.constant(ids))
+        np.testing.assert_allclose(list(out.values())[0].numpy(), expected,
+                                   rtol=1e-5, atol=1e-6)
+        print("ok")
+        """
+    )

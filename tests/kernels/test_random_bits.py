@@ -18,6 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from distribution_bounds import chi2_critical, chi_square, normal_upper_quantile
+from outcome_counts import measured_counts, outcome_index
 from keras_dynmask.kernels import random_bits
 
 MAX_ERROR = 1e-3  # the documented precision of a realised probability
@@ -29,48 +30,6 @@ def seed(a, b=0):
 
 def value_dtype(bits):
     return tf.uint16 if bits == 16 else tf.uint32
-
-
-def outcome_index(outcomes, values):
-    """Index of the outcome each value falls in (len = none), checking that
-    no value falls in two."""
-    count = len(outcomes.thresholds)
-    index = np.full(values.shape, count, np.int64)
-    hits = np.zeros(values.shape, np.int64)
-    for i in range(count):
-        member = random_bits.outcome_is(
-            random_bits.Outcomes(values, outcomes.bits, outcomes.thresholds), i
-        )
-        member = np.ones(values.shape, bool) if member is None else member.numpy()
-        index[member] = i
-        hits += member
-    assert hits.max(initial=0) <= 1, "a value falls in two outcomes"
-    return index
-
-
-def measured_counts(outcomes):
-    """How many of the 2**bits draw values fall in each outcome."""
-    bits, count = outcomes.bits, len(outcomes.thresholds)
-    if bits == 16:
-        values = tf.cast(tf.range(2**16, dtype=tf.int32), tf.uint16)
-        index = outcome_index(outcomes, values)
-        # Outcomes are consecutive intervals, in order.
-        assert (np.diff(index) >= 0).all()
-        return np.bincount(index, minlength=count + 1)[:count]
-    # 32 bits: the index is non-decreasing (checked on a grid); bisect for
-    # the first value past each outcome.
-    grid = tf.constant(np.linspace(0, 2**32 - 1, 4097).astype(np.uint32))
-    assert (np.diff(outcome_index(outcomes, grid)) >= 0).all()
-    low = np.zeros(count, np.int64)
-    high = np.full(count, 2**32, np.int64)  # first value with index > i
-    for _ in range(33):
-        middle = (low + high) // 2
-        probe = tf.constant(np.minimum(middle, 2**32 - 1).astype(np.uint32))
-        past = outcome_index(outcomes, probe) > np.arange(count)
-        past &= middle < 2**32
-        high = np.where(past, middle, high)
-        low = np.where(past, low, middle + 1)
-    return np.diff(np.concatenate([[0], high]))
 
 
 def outcomes_of(probabilities):
