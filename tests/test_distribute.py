@@ -8,6 +8,7 @@ masks; masks drawn per replica differ.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def check_fit(mirrored, model):
     assert masked_positions(replica_1, row) > 0
     assert replica_0 != replica_1, f"{model}: fit gave both replicas one mask"
     losses = mirrored[f"{model}_loss"]
-    assert all(loss == loss for loss in losses)  # finite, not NaN
+    assert all(math.isfinite(loss) for loss in losses), losses  # not NaN, not inf
     assert losses[-1] < losses[0], losses
 
 
