@@ -19,6 +19,7 @@ bad input raises before a caller has written anything.
 
 import ast
 import dataclasses
+import functools
 import glob
 import os
 import pathlib
@@ -185,14 +186,7 @@ def load_stdlib_docstrings(
         raise FileNotFoundError(
             f"The standard library directory does not exist: {str(root)!r}"
         )
-    texts = []
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root).parts
-        if _STDLIB_SKIP_DIRS.intersection(relative[:-1]) or not path.is_file():
-            continue
-        for doc in _docstrings(path):
-            texts.append(doc)
-    passages = _passages(texts, max_words, drop_doctest=True)
+    passages = _passages(list(_stdlib_texts(str(root))), max_words, drop_doctest=True)
     if not passages:
         raise ValueError(f"No docstrings found under {str(root)!r}")
     return _split(
@@ -373,6 +367,19 @@ def _check_common(validation_fraction, max_words, max_passages):
             raise ValueError(
                 f"`{arg}` must be None or an int >= {low}. Received: {arg}={value!r}"
             )
+
+
+@functools.lru_cache(maxsize=4)
+def _stdlib_texts(root):
+    """Every docstring under `root`, in file order (cached: parsing takes seconds)."""
+    root = pathlib.Path(root)
+    texts = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).parts
+        if _STDLIB_SKIP_DIRS.intersection(relative[:-1]) or not path.is_file():
+            continue
+        texts.extend(_docstrings(path))
+    return tuple(texts)
 
 
 def _docstrings(path):
