@@ -26,10 +26,6 @@ from keras_dynmask.kernels.seeds import keyed_seed
 from keras_dynmask.validation import as_int
 
 
-def _check_int(name, value, low):
-    as_int(name, value, low)
-
-
 @dataclasses.dataclass(frozen=True)
 class StaticMasks:
     """Masked copies of a set of sequences, fixed once and for all.
@@ -84,8 +80,8 @@ def materialize_static_masks(token_ids, masker, dupe_factor=1, seed=0, batch_siz
     >>> static.token_ids.shape, static.sample_weight.shape
     ((3, 4, 10), (3, 4, 10))
     """
-    _check_int("dupe_factor", dupe_factor, 1)
-    _check_int("batch_size", batch_size, 1)
+    as_int("dupe_factor", dupe_factor, 1)
+    as_int("batch_size", batch_size, 1)
     if getattr(masker, "output_mode", None) != "fit":
         raise ValueError(
             "`masker` must be a DynamicMLMMasking with output_mode='fit'. "
@@ -133,9 +129,9 @@ def epoch_order(num_sequences, batch_size, epochs, seed):
         A `tf.data.Dataset` of `(epoch, indices)`: an int64 scalar and an
         int64 `[batch_size]` vector, epoch by epoch.
     """
-    _check_int("num_sequences", num_sequences, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("epochs", epochs, 1)
+    as_int("num_sequences", num_sequences, 1)
+    as_int("batch_size", batch_size, 1)
+    as_int("epochs", epochs, 1)
     if batch_size > num_sequences:
         raise ValueError(
             f"`batch_size` must be at most the number of sequences "

@@ -1,66 +1,75 @@
-"""Static vs dynamic masking, measured: RoBERTa's Table 1 at small scale.
+"""Static vs dynamic masking, and masking strategies, measured at small scale.
 
-Trains the same small BERT-style encoder (from `pretrain_mlm.py`) on the same
-packed sequences, in the same order, with the same optimizer, step budget and
-seeds, under three masking schemes:
+Trains the same small BERT-style encoder (`pretrain_mlm.py`'s
+`build_encoder`) on the same packed sequences, in the same order, with the
+same optimizer, step budget and seeds, under different masking schemes, in
+two families of arms:
 
-- `static-dupe1`: BERT's static masking with the masks drawn once (dupe
-  factor 1): every epoch shows every sequence with the same mask;
-- `static-dupe10`: BERT's recipe, ten differently masked copies drawn once
-  and cycled across epochs (copy `epoch % 10` in epoch `epoch`);
-- `dynamic`: `DynamicMLMMasking` draws a new mask for every batch of every
-  epoch (`keras_dynmask.data.mask_dataset`).
+- `long` (RoBERTa's Table 1, pushed further): a small subset for many
+  epochs, so that each of BERT's ten static copies is seen 10+ times:
+  `static-dupe1` (one mask per sequence, drawn once), `static-dupe10` (ten
+  copies drawn once, copy `epoch % 10` in epoch `epoch`) and `dynamic`
+  (`DynamicMLMMasking` draws a new mask for every batch of every epoch);
+- `strategy`: more data, fewer epochs, all dynamic: `dynamic` (token-level,
+  15 %), `dynamic-word` (whole words), `dynamic-span` (SpanBERT spans of
+  whole words) and `dynamic-schedule` (token-level, the rate decaying
+  linearly from 30 % to 15 % over training).
 
-Static masks are really static: they are materialised once, before
-training, into arrays (`examples/static_masking.py`), and training reads
-them back. After every epoch each run is evaluated on one fixed masking of
-the validation split, identical for all arms and seeds.
+Static masks are really static: materialised once, before training, into
+arrays (`examples/static_masking.py`) and read back. Every evaluated epoch,
+every run of every arm is scored on one fixed 15 % token-level masking of
+the validation split, the same for all arms and seeds; the strategy arms
+are also scored, at the end, on a fixed masking of their own kind.
 
-Writes to `--output` (default `results/static_vs_dynamic/`):
-`results.md` (a Markdown table: final and best held-out loss and accuracy,
-final training loss and wall time per arm, mean +- std over seeds),
-`static_vs_dynamic.png` (held-out loss per epoch with a seed band, and
-training loss per epoch) and `history.json` (every number of every run).
+Writes to `--output` (default `docs/static_vs_dynamic/`, or
+`results/static_vs_dynamic_quick/` with `--quick`): `results.md` (a table
+per family, mean ± std over seeds), `long_run.png`, `strategies.png` and
+`history.json` (every number of every run). `docs/static_vs_dynamic/README.md`
+reads them.
 
-Run: `python examples/static_vs_dynamic.py [--quick] [--seeds N]
-[--epochs N] [--text-files GLOB | --tfds NAME] [--output DIR]`.
-The defaults took 18 minutes on 2 CPU cores; `--quick` about 1.
+Run: `python examples/static_vs_dynamic.py [--quick] [--family long|strategy]
+[--seeds N] [--text-files GLOB | --tfds NAME] [--output DIR]`.
 """
 
-import json
 import os
 import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_dynmask.data import mask_dataset
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from static_masking import epoch_order  # noqa: E402
-from static_masking import materialize_static_masks  # noqa: E402
-from static_masking import static_masked_dataset  # noqa: E402
 import example_common  # noqa: E402  (flags, corpus, tokenizer, errors)
-import pretrain_mlm  # noqa: E402  (the encoder, packing and masker it uses)
+import pretrain_mlm  # noqa: E402  (the encoder and its compile recipe)
+import static_vs_dynamic_arms as arms  # noqa: E402  (data, masks, evaluation)
+import static_vs_dynamic_report as report  # noqa: E402  (tables, plots, history)
 
 DEFAULT_OUTPUT = os.path.join(
-    example_common.REPOSITORY_ROOT, "results", "static_vs_dynamic"
+    example_common.REPOSITORY_ROOT, "docs", "static_vs_dynamic"
 )
-# One masking of the validation split, for every arm and every seed.
-EVALUATION_SEED = 20190726
+QUICK_OUTPUT = os.path.join(
+    example_common.REPOSITORY_ROOT, "results", "static_vs_dynamic_quick"
+)
 # Which training sequences are used: fixed, the same for every run.
 SUBSET_SEED = 0
+# Flags that must be >= 1.
+POSITIVE_FLAGS = tuple(
+    "seeds dupe_factor long_epochs long_sequences evaluate_every strategy_epochs "
+    "strategy_sequences validation_sequences vocabulary_size batch_size hidden_dim "
+    "num_layers num_heads intermediate_dim".split()
+)
 QUICK = dict(
-    epochs=4,
     seeds=2,
-    train_sequences=256,
+    long_epochs=6,
+    long_sequences=64,
+    evaluate_every=2,
+    strategy_epochs=2,
+    strategy_sequences=128,
     validation_sequences=64,
     max_passages=3000,
-    vocabulary_size=800,
+    vocabulary_size=400,
     sequence_length=32,
-    batch_size=32,
+    batch_size=16,
     hidden_dim=32,
     num_layers=1,
     intermediate_dim=64,
@@ -80,136 +89,100 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a tiny run (under 2 minutes) that exercises everything: "
+        help="a tiny run (about a minute) of every arm: "
         + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
     )
-    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--family", choices=("long", "strategy", "all"), default="all")
+    parser.add_argument("--output", default=None, help=f"default {DEFAULT_OUTPUT}")
     parser.add_argument("--seeds", type=int, default=3, help="runs per arm")
     parser.add_argument("--seed", type=int, default=1, help="the first run seed")
-    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--dupe-factor", type=int, default=10)
+    parser.add_argument("--long-epochs", type=int, default=120)
     parser.add_argument(
-        "--train-sequences",
+        "--long-sequences",
         type=int,
-        default=1536,
-        help="packed training sequences used (a fixed random subset)",
+        default=256,
+        help="training sequences, long family",
+    )
+    parser.add_argument(
+        "--evaluate-every",
+        type=int,
+        default=4,
+        help="epochs between evaluations (long)",
+    )
+    parser.add_argument("--strategy-epochs", type=int, default=8)
+    parser.add_argument(
+        "--strategy-sequences",
+        type=int,
+        default=2048,
+        help="training sequences, strategy",
     )
     parser.add_argument(
         "--validation-sequences",
         type=int,
         default=512,
-        help="cap on packed held-out sequences",
+        help="cap on held-out sequences",
     )
     example_common.add_max_passages_flag(parser)
     example_common.add_model_flags(
         parser,
-        vocabulary_size=2000,
+        vocabulary_size=1000,
         sequence_length=64,
-        hidden_dim=64,
+        hidden_dim=128,
         intermediate_dim=256,
-        dropout=0.1,
-        learning_rate=1e-3,
+        dropout=0.0,
+        learning_rate=5e-3,
     )
     parser.add_argument("--mask-rate", type=float, default=0.15)
-    example_common.add_verbose_flag(parser)
+    parser.add_argument(
+        "--schedule-start",
+        type=float,
+        default=0.3,
+        help="dynamic-schedule's first rate",
+    )
+    parser.add_argument(
+        "--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras' fit verbosity"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         defaults = {action.dest: action.default for action in parser._actions}
         for name, value in QUICK.items():
             if getattr(args, name) == defaults[name]:
                 setattr(args, name, value)
-    example_common.require_at_least_one(
-        parser,
-        args,
-        (
-            "seeds",
-            "epochs",
-            "dupe_factor",
-            "train_sequences",
-            "validation_sequences",
-            "vocabulary_size",
-            "batch_size",
-            "hidden_dim",
-            "num_layers",
-            "num_heads",
-            "intermediate_dim",
-        ),
-    )
+    if args.output is None:
+        args.output = QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT
+    example_common.require_at_least_one(parser, args, POSITIVE_FLAGS)
     example_common.require_sequence_length(parser, args)
-    if args.batch_size > args.train_sequences:
+    if args.long_epochs % args.evaluate_every:
         parser.error(
-            f"--batch-size ({args.batch_size}) must be at most "
-            f"--train-sequences ({args.train_sequences})"
+            f"--long-epochs ({args.long_epochs}) must be a multiple of "
+            f"--evaluate-every ({args.evaluate_every})"
         )
+    for flag in ("long_sequences", "strategy_sequences"):
+        if args.batch_size > getattr(args, flag):
+            parser.error(
+                f"--batch-size ({args.batch_size}) must be at most "
+                f"--{flag.replace('_', '-')} ({getattr(args, flag)})"
+            )
     return args
 
 
-# Data.
-
-
-def packed_rows(texts, tokenizer, sequence_length):
-    """All packed `[CLS] ... [SEP]` rows of a split, in corpus order.
-
-    Args:
-        texts: a `tf.data.Dataset` of scalar strings.
-        tokenizer: a `WordPieceTokenizer`.
-        sequence_length: int, ids per row.
-
-    Returns:
-        An int32 NumPy array `[N, sequence_length]`.
-    """
-    batches, _ = pretrain_mlm.packed_dataset(
-        texts, tokenizer, sequence_length, batch_size=1024, drop_remainder=False
-    )
-    return np.concatenate([batch.numpy() for batch in batches])
-
-
-def subset(rows, count, seed):
-    """`count` rows drawn without replacement (all of them if fewer), in order.
-
-    Args:
-        rows: array `[N, T]`.
-        count: int >= 1.
-        seed: int.
-
-    Returns:
-        An array `[min(N, count), T]`.
-    """
-    if len(rows) <= count:
-        return rows
-    chosen = np.random.default_rng(seed).choice(len(rows), size=count, replace=False)
-    return rows[np.sort(chosen)]
-
-
-def dynamic_masked_dataset(token_ids, masker, batch_size, epochs, seed):
-    """The dynamic arm's batches: the static arms' order, masked afresh.
-
-    Args:
-        token_ids: int array `[N, T]`.
-        masker: a `DynamicMLMMasking` in `"fit"` mode.
-        batch_size: int.
-        epochs: int.
-        seed: int: seeds the order (as for the static arms) and the masks.
-
-    Returns:
-        A `tf.data.Dataset` of `(x, y, sample_weight)` batches, all epochs
-        back to back, each batch masked with its own key
-        `(seed, pass, batch index)`.
-    """
-    rows = tf.constant(token_ids)
-    batches = epoch_order(len(token_ids), batch_size, epochs, seed).map(
-        lambda epoch, indices: tf.gather(rows, indices)
-    )
-    return mask_dataset(batches, masker, seed=seed)
-
-
-def arms(dupe_factor):
-    """The arms' names and their dupe factors (`None` for dynamic)."""
-    return {
-        "static-dupe1": 1,
-        f"static-dupe{dupe_factor}": dupe_factor,
-        "dynamic": None,
+def families(args):
+    """The families the flags ask for: arms, epochs, sequences, evaluation."""
+    long = {
+        "arms": ("static-dupe1", f"static-dupe{args.dupe_factor}", "dynamic"),
+        "epochs": args.long_epochs,
+        "sequences": args.long_sequences,
+        "evaluate_every": args.evaluate_every,
     }
+    strategy = {
+        "arms": arms.STRATEGY_ARMS,
+        "epochs": args.strategy_epochs,
+        "sequences": args.strategy_sequences,
+        "evaluate_every": 1,
+    }
+    chosen = {"long": long, "strategy": strategy}
+    return chosen if args.family == "all" else {args.family: chosen[args.family]}
 
 
 # One run.
@@ -219,10 +192,12 @@ def fresh_encoder(tokenizer, seed, total_steps, args, reuse=None):
     """The encoder as `seed` initialises it, compiled, with a fresh optimizer.
 
     Building and compiling a model, then tracing its train step, costs more
-    than a short run trains; so the first run's compiled model is reused:
-    every variable (weights and dropout's random state) is set to a model
-    freshly built under `seed`, and the optimizer's state (step count,
-    moments) is zeroed, which is exactly the state a new model starts in.
+    than a short run trains; so the family's first compiled model is
+    reused: every variable (weights and dropout's random state) is set to a
+    model freshly built under `seed`, and the optimizer's state (step
+    count, moments) is zeroed, which is exactly the state a new model
+    starts in. (`total_steps`, baked into the learning-rate schedule, is
+    the same for every run of a family.)
 
     Args:
         tokenizer: the `WordPieceTokenizer`.
@@ -251,258 +226,214 @@ def fresh_encoder(tokenizer, seed, total_steps, args, reuse=None):
     return reuse
 
 
-def train_one(arm, dupe, seed, train_rows, validation, tokenizer, args, model=None):
-    """Trains one fresh encoder under one masking scheme.
+def train_one(arm, family, seed, rows, evaluation, tokenizer, args, model=None):
+    """Trains one fresh encoder under one arm's masking.
 
     Args:
-        arm: str, the arm's name (for the progress line).
-        dupe: int dupe factor for static masking, `None` for dynamic.
+        arm: str, the arm's name.
+        family: dict from `families`: `"epochs"`, `"evaluate_every"`.
         seed: int, the run seed (initialisation, dropout, order, masks).
-        train_rows: int32 array `[N, T]`.
-        validation: the fixed held-out `(x, y, sample_weight)` dataset.
+        rows: int32 array `[N, T]`, the family's training sequences.
+        evaluation: dict with `"token"` (the fixed 15 % token-level held-out
+            dataset) and, per arm with a masking of another kind, its own.
         tokenizer: the `WordPieceTokenizer`.
         args: the flags.
-        model: `None`, or the model of an earlier run to reuse (see
-            `fresh_encoder`).
+        model: `None`, or the family's model from an earlier run.
 
     Returns:
-        A dict: per-epoch lists `"loss"`, `"val_loss"`, `"val_accuracy"`,
-        `"seconds"` (training wall time, evaluations included) and
-        `"model"` (the trained encoder, not saved to JSON).
+        A dict: lists over evaluated epochs `"epochs"`, `"loss"` (training
+        loss over the epochs since the last evaluation), `"val_loss"`,
+        `"val_accuracy"`; `"own_loss"`, `"own_accuracy"` (the arm's own
+        masking at the end), `"seconds"` and `"model"` (not saved to JSON).
     """
-    keras.utils.set_random_seed(seed)
-    masker = pretrain_mlm.make_masker(tokenizer, args.mask_rate, "fit")
-    steps = len(train_rows) // args.batch_size
-    if dupe is None:
-        train = dynamic_masked_dataset(
-            train_rows, masker, args.batch_size, args.epochs, seed
-        )
-    else:
-        static = materialize_static_masks(
-            train_rows, masker, dupe_factor=dupe, seed=seed
-        )
-        train = static_masked_dataset(static, args.batch_size, args.epochs, seed)
-    train = train.prefetch(tf.data.AUTOTUNE)
-    model = fresh_encoder(tokenizer, seed, steps * args.epochs, args, reuse=model)
-    history, seconds = example_common.timed_fit(
-        model, train, validation, args.epochs, args.verbose, steps_per_epoch=steps
+    steps = len(rows) // args.batch_size
+    total_steps = steps * family["epochs"]
+    masker = arms.arm_masker(
+        arm, tokenizer, args.mask_rate, total_steps, args.schedule_start
     )
+    keras.utils.set_random_seed(seed)
+    train = arms.training_batches(
+        arm, rows, masker, args.batch_size, family["epochs"], seed
+    ).prefetch(tf.data.AUTOTUNE)
+    model = fresh_encoder(tokenizer, seed, total_steps, args, reuse=model)
+    every = family["evaluate_every"]
+    # One Keras epoch = `every` passes over the data, then one evaluation.
+    history, seconds = example_common.timed_fit(
+        model,
+        train,
+        evaluation["token"],
+        family["epochs"] // every,
+        args.verbose,
+        steps_per_epoch=steps * every,
+    )
+    own = example_common.evaluate(model, evaluation.get(arm, evaluation["token"]))
     return {
+        "epochs": [every * (i + 1) for i in range(family["epochs"] // every)],
         "loss": [float(v) for v in history.history["loss"]],
         "val_loss": [float(v) for v in history.history["val_loss"]],
         "val_accuracy": [float(v) for v in history.history["val_accuracy"]],
+        "own_loss": own["loss"],
+        "own_accuracy": own["accuracy"],
         "seconds": seconds,
         "model": model,
     }
 
 
-# Summaries.
-
-
-def summarize(runs):
-    """Mean and std over seeds of each arm's headline numbers.
-
-    Args:
-        runs: dict arm -> list of `train_one` results (one per seed).
-
-    Returns:
-        dict arm -> dict metric -> `(mean, std)`; metrics are
-        `final_val_loss`, `best_val_loss`, `final_val_accuracy`,
-        `best_val_accuracy`, `final_train_loss`, `seconds`.
-    """
-    summary = {}
-    for arm, results in runs.items():
-        values = {
-            "final_val_loss": [r["val_loss"][-1] for r in results],
-            "best_val_loss": [min(r["val_loss"]) for r in results],
-            "final_val_accuracy": [r["val_accuracy"][-1] for r in results],
-            "best_val_accuracy": [max(r["val_accuracy"]) for r in results],
-            "final_train_loss": [r["loss"][-1] for r in results],
-            "seconds": [r["seconds"] for r in results],
-        }
-        summary[arm] = {
-            name: (float(np.mean(v)), float(np.std(v))) for name, v in values.items()
-        }
-    return summary
-
-
-def markdown_table(summary, seeds):
-    """The results table, one row per arm, `mean ± std` over `seeds` runs.
-
-    Args:
-        summary: the output of `summarize`.
-        seeds: int, runs per arm.
-
-    Returns:
-        A str: a Markdown table.
-    """
-    columns = [
-        ("final held-out loss", "final_val_loss", "{:.3f}"),
-        ("best held-out loss", "best_val_loss", "{:.3f}"),
-        ("final held-out acc.", "final_val_accuracy", "{:.3f}"),
-        ("best held-out acc.", "best_val_accuracy", "{:.3f}"),
-        ("final training loss", "final_train_loss", "{:.3f}"),
-        ("wall time per run (s)", "seconds", "{:.0f}"),
-    ]
-    lines = [
-        "| arm (" + f"{seeds} seeds) | " + " | ".join(c[0] for c in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for arm, metrics in summary.items():
-        cells = []
-        for _, key, fmt in columns:
-            mean, std = metrics[key]
-            cells.append(f"{fmt.format(mean)} ± {fmt.format(std)}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(runs, path):
-    """Held-out and training loss per epoch, mean line and ±std band per arm.
-
-    Args:
-        runs: dict arm -> list of `train_one` results.
-        path: where to write the PNG.
-
-    Returns:
-        `path`.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (held_out, training) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for arm, results in runs.items():
-        for axis, key in ((held_out, "val_loss"), (training, "loss")):
-            curves = np.array([r[key] for r in results])
-            mean, std = curves.mean(axis=0), curves.std(axis=0)
-            epochs = np.arange(1, curves.shape[1] + 1)
-            (line,) = axis.plot(epochs, mean, label=arm)
-            axis.fill_between(
-                epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2
-            )
-    seeds = len(next(iter(runs.values())))
-    held_out.set_title("held-out MLM loss (fixed evaluation masking)")
-    training.set_title("training MLM loss (on each arm's own masks)")
-    for axis in (held_out, training):
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(f"cross-entropy per masked token (mean ± std, {seeds} seeds)")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
 # The study.
 
 
-def run(args):
-    """Loads the data, trains every arm for every seed, writes the results.
-
-    Args:
-        args: the `parse_args()` namespace.
-
-    Returns:
-        A dict: `"runs"` (arm -> per-seed results), `"summary"`, `"table"`,
-        and the paths written: `"table_path"`, `"plot_path"`,
-        `"history_path"`.
-    """
-    started = time.perf_counter()
+def prepare(args):
+    """Corpus, tokenizer, each family's training rows and the held-out rows."""
     corpus = example_common.load_corpus_from_flags(args, args.sequence_length // 2)
     print(corpus)
     tokenizer = example_common.learn_tokenizer(
         corpus, args.vocabulary_size, args.sequence_length, verbose=False
     )
-    train_rows = subset(
-        packed_rows(corpus.dataset("train"), tokenizer, args.sequence_length),
-        args.train_sequences,
-        SUBSET_SEED,
-    )
-    validation_rows = subset(
-        packed_rows(corpus.dataset("validation"), tokenizer, args.sequence_length),
+    train = arms.packed_rows(corpus.dataset("train"), tokenizer, args.sequence_length)
+    validation = arms.subset(
+        arms.packed_rows(corpus.dataset("validation"), tokenizer, args.sequence_length),
         args.validation_sequences,
         SUBSET_SEED,
     )
-    if len(train_rows) < args.batch_size:
-        raise ValueError(
-            f"Too little training text: {len(train_rows)} sequences of "
-            f"{args.sequence_length} tokens, fewer than one batch of "
-            f"{args.batch_size}"
+    chosen = families(args)
+    for name, family in chosen.items():
+        family["rows"] = arms.subset(train, family["sequences"], SUBSET_SEED)
+        if len(family["rows"]) < args.batch_size:
+            raise ValueError(
+                f"Too little training text: {len(train)} sequences of "
+                f"{args.sequence_length} tokens, fewer than one batch of "
+                f"{args.batch_size}"
+            )
+        steps = len(family["rows"]) // args.batch_size
+        family["steps"] = steps * family["epochs"]
+        family["description"] = (
+            f"{len(family['rows'])} training sequences, {family['epochs']} epochs x "
+            f"{steps} steps of {args.batch_size}, held-out scored every "
+            f"{family['evaluate_every']} epoch(s); {args.seeds} seeds per arm."
         )
-    evaluation_masker = pretrain_mlm.make_masker(tokenizer, args.mask_rate, "fit")
-    validation = pretrain_mlm.fixed_masking(
-        tf.data.Dataset.from_tensor_slices(validation_rows).batch(args.batch_size),
-        evaluation_masker,
-        EVALUATION_SEED,
+    return tokenizer, chosen, validation
+
+
+def run(args):
+    """Loads the data, trains every arm of every family and seed, writes results.
+
+    Args:
+        args: the `parse_args()` namespace.
+
+    Returns:
+        A dict: `"families"` (family -> arms, epochs, runs, ...),
+        `"unavailable"` (arm -> why it could not run), `"table"` and the
+        paths written: `"table_path"`, `"plot_paths"`, `"history_path"`.
+    """
+    started = time.perf_counter()
+    tokenizer, chosen, validation_rows = prepare(args)
+    all_arms = [arm for family in chosen.values() for arm in family["arms"]]
+    unavailable = {}
+    for arm in dict.fromkeys(all_arms):
+        try:
+            arms.arm_masker(arm, tokenizer, args.mask_rate, 2, args.schedule_start)
+        except arms.ArmUnavailable as error:
+            unavailable[arm] = str(error)
+            print(f"Skipping {error}", flush=True)
+    evaluation = arms.held_out(
+        tokenizer, validation_rows, args, [a for a in all_arms if a not in unavailable]
     )
-    steps = len(train_rows) // args.batch_size
-    print(
-        f"WordPiece vocabulary {tokenizer.vocabulary_size}; "
-        f"{len(train_rows)} training and {len(validation_rows)} held-out sequences "
-        f"of {args.sequence_length} tokens; {args.epochs} epochs x {steps} steps "
-        f"of {args.batch_size}; {args.seeds} seeds per arm; setup took "
-        f"{time.perf_counter() - started:.0f}s"
+    setup = (
+        f"WordPiece vocabulary {tokenizer.vocabulary_size}; {len(validation_rows)} "
+        f"held-out sequences of {args.sequence_length} tokens; encoder width "
+        f"{args.hidden_dim}, {args.num_layers} layers, feed-forward "
+        f"{args.intermediate_dim}, dropout {args.dropout}; AdamW, peak learning "
+        f"rate {args.learning_rate}, 10 % warm-up then cosine decay; seeds "
+        f"{args.seed}-{args.seed + args.seeds - 1}."
     )
+    print(f"{setup} Setup took {time.perf_counter() - started:.0f}s", flush=True)
+    for name, family in chosen.items():
+        family["arms"] = [a for a in family["arms"] if a not in unavailable]
+        family["runs"] = {arm: [] for arm in family["arms"]}
+        family["epochs_evaluated"] = list(
+            range(
+                family["evaluate_every"], family["epochs"] + 1, family["evaluate_every"]
+            )
+        )
+        print(f"{name}: {family['description']}", flush=True)
 
     os.makedirs(args.output, exist_ok=True)
     history_path = os.path.join(args.output, "history.json")
-    scheme = arms(args.dupe_factor)
-    runs = {arm: [] for arm in scheme}
-    total = len(scheme) * args.seeds
-    done = 0
-    model = None
-    # Seed-major order: an interrupted study still holds balanced arms.
-    for seed in range(args.seed, args.seed + args.seeds):
-        for arm, dupe in scheme.items():
-            done += 1
-            print(f"[run {done}/{total}] {arm}, seed {seed}", flush=True)
-            result = train_one(
-                arm, dupe, seed, train_rows, validation, tokenizer, args, model
-            )
-            model = result.pop("model")
-            result["seed"] = seed
-            runs[arm].append(result)
-            print(
-                f"[run {done}/{total}] {arm}, seed {seed}: held-out loss "
-                f"{result['val_loss'][-1]:.3f}, accuracy "
-                f"{result['val_accuracy'][-1]:.3f}, {result['seconds']:.0f}s; "
-                f"{time.perf_counter() - started:.0f}s elapsed",
-                flush=True,
-            )
-            with open(history_path, "w") as handle:
-                json.dump({"args": vars(args), "runs": runs}, handle, indent=1)
+    total_steps = sum(f["steps"] * len(f["arms"]) * args.seeds for f in chosen.values())
+    total_runs = sum(len(f["arms"]) * args.seeds for f in chosen.values())
+    done_steps, done_runs, training_started = 0, 0, time.perf_counter()
+    for name, family in chosen.items():
+        model = None
+        # Seed-major order: an interrupted study still holds balanced arms.
+        for seed in range(args.seed, args.seed + args.seeds):
+            for arm in family["arms"]:
+                done_runs += 1
+                label = f"[run {done_runs}/{total_runs}] {name} {arm}, seed {seed}"
+                print(f"{label} ({family['steps']} steps)", flush=True)
+                result = train_one(
+                    arm,
+                    family,
+                    seed,
+                    family["rows"],
+                    evaluation,
+                    tokenizer,
+                    args,
+                    model,
+                )
+                model = result.pop("model")
+                result["seed"] = seed
+                family["runs"][arm].append(result)
+                done_steps += family["steps"]
+                spent = time.perf_counter() - training_started
+                eta = spent / done_steps * (total_steps - done_steps)
+                print(
+                    f"{label}: held-out loss {result['val_loss'][-1]:.3f}, accuracy "
+                    f"{result['val_accuracy'][-1]:.3f} (own masking "
+                    f"{result['own_loss']:.3f}, {result['own_accuracy']:.3f}); "
+                    f"{result['seconds']:.0f}s; {time.perf_counter() - started:.0f}s "
+                    f"elapsed, ETA {eta:.0f}s",
+                    flush=True,
+                )
+                report.write_history(history_path, args, chosen, unavailable)
 
-    summary = summarize(runs)
-    table = markdown_table(summary, args.seeds)
+    table = report.results_markdown(chosen, unavailable, setup)
     table_path = os.path.join(args.output, "results.md")
     with open(table_path, "w") as handle:
         handle.write(table)
-    plot_path = plot(runs, os.path.join(args.output, "static_vs_dynamic.png"))
+    files = {"long": "long_run.png", "strategy": "strategies.png"}
+    plot_paths = [
+        report.plot_family(
+            name,
+            {"runs": family["runs"], "epochs": family["epochs_evaluated"]},
+            os.path.join(args.output, files[name]),
+        )
+        for name, family in chosen.items()
+    ]
     print(table)
     print(
-        f"Wrote {table_path}, {plot_path} and {history_path} in "
+        f"Wrote {table_path}, {', '.join(plot_paths)} and {history_path} in "
         f"{time.perf_counter() - started:.0f}s"
     )
     return {
-        "runs": runs,
-        "summary": summary,
+        "families": chosen,
+        "unavailable": unavailable,
         "table": table,
         "table_path": table_path,
-        "plot_path": plot_path,
+        "plot_paths": plot_paths,
         "history_path": history_path,
     }
 
 
 def main(argv=None):
-    """Runs the study `argv` asks for; returns 0, or 2 on bad input."""
+    """Runs the study `argv` asks for; 0, 1 if an arm could not run, 2 on bad input."""
     args = parse_args(argv)
     try:
-        run(args)
+        result = run(args)
     except example_common.BAD_INPUT_ERRORS as error:
         return example_common.report_bad_input(error)
+    if result["unavailable"]:
+        print(f"Not run: {', '.join(result['unavailable'])}", file=sys.stderr)
+        return 1
     return 0
 
 
