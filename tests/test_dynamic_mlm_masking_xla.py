@@ -224,3 +224,12 @@ def test_fit_with_jit_compile_trains_on_masked_ids():
     ids = np.full((8, 12), 50, np.int32)
     history = model.fit(ids, np.zeros((8, 1), "float32"), batch_size=4, verbose=0)
     assert history.history["loss"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("mask_rate", [0.15, 0.5, 1.0, 0.999])
+def test_exact_count_bound_covers_every_count(mask_rate):
+    """The fixed ranking width is never below a row's exact count."""
+    for length in (1, 2, 7, 190, 511, 512):
+        bound = int(selection.exact_count_bound(tf.constant(length), mask_rate))
+        counts = expected_exact_count(np.arange(length + 1), mask_rate, None)
+        assert counts.max() <= bound <= length
