@@ -42,7 +42,7 @@ def eligible_reference(ids, excluded):
 
 
 def select_and_corrupt(token_ids, key, layer, valid=None):
-    return layer._select_and_corrupt(token_ids, key, valid)
+    return layer._select_and_corrupt(token_ids, key, layer.mask_rate, valid)
 
 
 def check_select_and_corrupt(token_ids, corrupted, selected, layer, valid=None):
