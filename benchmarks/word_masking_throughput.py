@@ -129,7 +129,12 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peer-batches", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="8 x 64 ids, one round: checks it runs")
     args = parser.parse_args(argv)
+    if args.smoke:
+        global BATCH, LENGTH
+        BATCH, LENGTH = 8, 64
+        args.batches, args.rounds, args.peer_batches = 2, 1, 1
     ids = batch_ids()
     found = candidates()
     peer, reason = hugging_face_peer(ids, word_start_table())
