@@ -8,7 +8,12 @@
 2. loads that SavedModel with plain TensorFlow (`tf.saved_model.load`, as
    `examples/serving_client.py` does: no Keras, no keras_dynmask) and asks
    it to fill in the `[MASK]`s of three sentences;
-3. calls the export's `mask` signature, the served dynamic masking.
+3. calls the export's `mask` signature, the served dynamic masking;
+4. lists both exports with the ops each needs beyond core TensorFlow
+   (`keras_dynmask.export.required_ops`): the text export needs
+   tensorflow-text's, the id-level one (`saved_models/mlm_encoder_ids/1/`)
+   none, and answers a query through the id-level export with
+   `saved_model_cli run`, which loads it as TF Serving would.
 
 Every flag of `pretrain_mlm.py` works here too, e.g.
 `python examples/demo.py --epochs 2` or `--text-files "notes/*.txt"`.
@@ -17,6 +22,8 @@ Every flag of `pretrain_mlm.py` works here too, e.g.
 import sys
 
 import numpy as np
+
+from keras_dynmask import export
 
 import example_common
 import pretrain_mlm
@@ -51,6 +58,34 @@ def show_masking(loaded, vocabulary, text):
     )
 
 
+def show_exports(result):
+    """Prints both exports and the ops each needs beyond core TensorFlow."""
+    print("\nExports (ops needed beyond core TensorFlow, keras_dynmask.export.required_ops):")
+    for name, key in (("text", "export_dir"), ("ids", "ids_export_dir")):
+        needed = export.required_ops(result[key])
+        print(f"  {name:>4}: {result[key]}")
+        print(f"        {', '.join(needed) if needed else 'none: any TensorFlow build serves it'}")
+
+
+def query_ids_export(result, text):
+    """Fill-mask through the id-level export, run by `saved_model_cli`."""
+    tokenizer = result["tokenizer"]
+    ids = tokenizer([text], pad_to_sequence_length=False).numpy().astype("int32")
+    positions, _ = serving_client.mask_positions(ids, tokenizer.mask_id)
+    outputs = serving_client.saved_model_cli_run(
+        result["ids_export_dir"],
+        "serving_default",
+        {"token_ids": ids, "positions": positions},
+    )
+    vocabulary = serving_client.vocabulary(result["ids_export_dir"])
+    print(
+        "\nFill-mask through the id-level export, served by saved_model_cli run "
+        f"(token_ids {ids[0].tolist()}, positions {positions[0].tolist()}):\n"
+    )
+    answer = serving_client.fill_mask_ids(outputs, ids, vocabulary, tokenizer.mask_id)[0]
+    print(serving_client.format_answer(answer))
+
+
 def train_and_query(args, corpus):
     """Trains and exports with `pretrain_mlm.run`, then queries the export.
 
@@ -72,6 +107,8 @@ def train_and_query(args, corpus):
         serving_client.vocabulary(result["export_dir"]),
         "Return a new list with the items of the iterable in sorted order.",
     )
+    show_exports(result)
+    query_ids_export(result, QUERIES[0])
     return result
 
 

@@ -1,19 +1,27 @@
 """Query an exported masked-LM SavedModel with plain TensorFlow.
 
-Needs only `tensorflow` and `tensorflow_text` (whose import registers the
-tokenizer's ops); `keras_dynmask` and Keras are not used. This is what a
-serving process does with the folders `examples/pretrain_mlm.py` writes.
+The text export (`saved_models/mlm_encoder/1`) needs `tensorflow` and
+`tensorflow_text` (whose import registers the tokenizer's ops); the
+id-level export (`saved_models/mlm_encoder_ids/1`) needs `tensorflow`
+only, and is also run here through `saved_model_cli`, which loads a
+SavedModel as TF Serving does. `keras_dynmask` and Keras are not used. This
+is what a serving process does with the folders `examples/pretrain_mlm.py`
+writes.
 
 Run: `python examples/serving_client.py saved_models/mlm_encoder/1
-"Return the [MASK] of the list." [--json]`
+"Return the [MASK] of the list." [--json]`, or with the id-level export
+and token ids: `python examples/serving_client.py
+saved_models/mlm_encoder_ids/1 --ids "2 48 45 4 3" [--json]`
 """
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
+import numpy as np
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
 
 def load(export_dir):
@@ -25,6 +33,21 @@ def load(export_dir):
     Returns:
         The loaded object; its `signatures` hold `serving_default` and
         `mask`.
+    """
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+    return tf.saved_model.load(export_dir)
+
+
+def load_ids(export_dir):
+    """Loads an id-level SavedModel (`id_level_export`): TensorFlow alone.
+
+    Args:
+        export_dir: the version folder, e.g. `saved_models/mlm_encoder_ids/1`.
+
+    Returns:
+        The loaded object; its `signatures` hold `serving_default`
+        (fill-mask at positions) and `mask`.
     """
     return tf.saved_model.load(export_dir)
 
@@ -92,6 +115,105 @@ def mask(loaded, texts, seed=None):
     return {k: v.numpy() for k, v in out.items()}
 
 
+def mask_positions(token_ids, mask_id):
+    """The `[MASK]` positions of each row, padded with 0.
+
+    Args:
+        token_ids: int `[B, T]` array.
+        mask_id: int, the id of `[MASK]`.
+
+    Returns:
+        `(positions, counts)`: int32 `[B, M]` (`M` the most masks in a
+        row, at least 1) and int `[B]`, the masks in each row.
+    """
+    token_ids = np.asarray(token_ids)
+    rows = [np.flatnonzero(row == mask_id) for row in token_ids]
+    positions = np.zeros((len(rows), max([1] + [len(r) for r in rows])), "int32")
+    for i, where in enumerate(rows):
+        positions[i, : len(where)] = where
+    return positions, np.array([len(r) for r in rows])
+
+
+def fill_mask_ids(outputs, token_ids, vocabulary, mask_id):
+    """Fill-mask answers from the id-level `serving_default`'s outputs.
+
+    Args:
+        outputs: a dict with `"top_ids"` and `"scores"` `[B, M, k]`, as
+            the signature returns them for `token_ids` and
+            `mask_positions(token_ids, mask_id)[0]`.
+        token_ids: int `[B, T]` array, the ids queried.
+        vocabulary: from `vocabulary()`.
+        mask_id: int, the id of `[MASK]`.
+
+    Returns:
+        A list (one entry per row) of dicts as `fill_mask` returns them:
+        `"text"` (the row's wordpieces as words, without `[CLS]`,
+        `[SEP]` and `[PAD]`), `"filled"` (the same with each `[MASK]`
+        replaced by its top prediction) and `"masks"`.
+    """
+    _, counts = mask_positions(token_ids, mask_id)
+    answers = []
+    for i, row in enumerate(np.asarray(token_ids)):
+        masks = []
+        for m in range(counts[i]):
+            ranked = zip(outputs["top_ids"][i, m], outputs["scores"][i, m])
+            masks.append([(vocabulary[t], float(p)) for t, p in ranked])
+        best = iter(candidates[0][0] for candidates in masks)
+        pieces = [vocabulary[t] for t in row]
+        pieces = [t for t in pieces if t not in ("[PAD]", "[CLS]", "[SEP]")]
+        filled = [next(best) if t == "[MASK]" else t for t in pieces]
+        answers.append(
+            {
+                "text": words(pieces),
+                "filled": words(filled),
+                "masks": masks,
+            }
+        )
+    return answers
+
+
+def words(pieces):
+    """Wordpieces joined into words: `["re", "##turn", "it"]` -> `"return it"`."""
+    return " ".join(pieces).replace(" ##", "")
+
+
+def saved_model_cli_run(export_dir, signature, inputs):
+    """Runs one signature with `saved_model_cli run`, in its own process.
+
+    `saved_model_cli` (installed with TensorFlow, beside this Python) loads
+    the SavedModel as TF Serving does: every op of the graph must be
+    registered, so it loads only exports of core TensorFlow ops, such as
+    the id-level one.
+
+    Args:
+        export_dir: the version folder.
+        signature: str, e.g. `"serving_default"`.
+        inputs: dict input key -> NumPy array.
+
+    Returns:
+        A dict output key -> NumPy array.
+    """
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    with tempfile.TemporaryDirectory() as work:
+        files = []
+        for key, value in inputs.items():
+            np.save(os.path.join(work, key + ".npy"), value)
+            files.append(f"{key}={os.path.join(work, key + '.npy')}")
+        outdir = os.path.join(work, "outputs")
+        completed = subprocess.run(
+            [cli, "run", "--dir", export_dir, "--tag_set", "serve",
+             "--signature_def", signature, "--inputs", ";".join(files), "--outdir", outdir],
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"saved_model_cli failed: {completed.stderr[-2000:]}")
+        return {
+            name[: -len(".npy")]: np.load(os.path.join(outdir, name))
+            for name in os.listdir(outdir)
+        }
+
+
 def format_answer(answer):
     """A readable multi-line rendering of one `fill_mask` answer."""
     lines = [answer["text"], f"  -> {answer['filled']}"]
@@ -108,8 +230,19 @@ def main(argv=None):
     if len(argv) < 2 or argv[0] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n")[-1])
         return 2
-    loaded = load(argv[0])
-    answers = fill_mask(loaded, argv[1:])
+    if argv[1] == "--ids":
+        vocab = vocabulary(argv[0])
+        rows = [[int(i) for i in text.split()] for text in argv[2:]]
+        width = max(len(row) for row in rows)
+        ids = np.array([row + [0] * (width - len(row)) for row in rows], "int32")
+        positions, _ = mask_positions(ids, vocab.index("[MASK]"))
+        out = load_ids(argv[0]).signatures["serving_default"](
+            token_ids=tf.constant(ids), positions=tf.constant(positions)
+        )
+        out = {k: v.numpy() for k, v in out.items()}
+        answers = fill_mask_ids(out, ids, vocab, vocab.index("[MASK]"))
+    else:
+        answers = fill_mask(load(argv[0]), argv[1:])
     if as_json:
         print(json.dumps(answers))
     else:

@@ -11,11 +11,24 @@ def test_demo_trains_exports_and_answers_through_the_saved_model(tmp_path, tiny_
     assert "loaded with plain TensorFlow" in printed
     for query in demo.QUERIES:
         assert query in printed
-    assert printed.count("[MASK] #1:") == len(demo.QUERIES)
+    # One answer per query from the text export, one from the id-level export.
+    assert printed.count("[MASK] #1:") == len(demo.QUERIES) + 1
     assert "without a seed two calls differ:" in printed  # almost surely True
     assert "with the same seed they are identical: True" in printed
     assert "make demo finished in" in printed
     assert (output / "1" / "saved_model.pb").is_file()
+    ids_export = tmp_path / "mlm_encoder_ids" / "1"
+    assert (ids_export / "saved_model.pb").is_file()
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Exports (ops needed"))
+    text_path, text_ops, ids_path, ids_ops = lines[start + 1 : start + 5]
+    assert text_path.endswith(str(output / "1")) and "RegexSplitWithOffsets" in text_ops
+    assert ids_path.endswith(str(ids_export)) and "none: any TensorFlow build" in ids_ops
+    served = printed.split("Fill-mask through the id-level export, served by saved_model_cli")[1]
+    text, filled, answer = served.split("\n\n")[1].splitlines()[:3]
+    assert text == "return the [MASK] of the list ."
+    assert filled.startswith("  -> return the ") and "[MASK]" not in filled
+    assert answer.startswith("  [MASK] #1: ")
 
 
 def test_demo_reports_a_bad_corpus(tmp_path, capsys):
