@@ -16,7 +16,7 @@ from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
-from keras_dynmask.masking_layer import to_tensor
+from keras_dynmask.masking_layer import split_token_ids
 
 OUTPUT_MODES = ("ids", "fit", "dict", "masked_lm")
 SELECTIONS = ("bernoulli", "exact")
@@ -26,33 +26,26 @@ SELECTIONS = ("bernoulli", "exact")
 class DynamicMLMMasking(MaskingLayer):
     """Masks tokens for masked-LM training, drawing a new mask every call.
 
-    Each eligible token is selected with probability `mask_rate` (or, with
-    `selection="exact"`, exactly `round(mask_rate * eligible)` tokens per
-    sequence). A selected token is replaced by `mask_token_id` with
-    probability `mask_token_rate`, by a random id with probability
-    `random_token_rate` (drawn uniformly from the ids that are neither
-    special, padding nor the mask token), and keeps its id otherwise. Special
-    tokens, padding and tokens already equal to `mask_token_id` are never
-    selected.
+    Each eligible token is selected with probability `mask_rate` (with
+    `selection="exact"`: `round(mask_rate * eligible)` per sequence; with
+    `granularity="word"`/`"span"`: whole words, SpanBERT spans). A selected
+    token becomes `mask_token_id` (`mask_token_rate`), a random id drawn
+    uniformly from the non-special, non-padding, non-mask ids
+    (`random_token_rate`), or keeps its id. Special tokens, padding and
+    `mask_token_id` are never selected. It runs in `tf.data`
+    (`ds.map(layer)`), in a model (masking, like `Dropout`, only when Keras
+    trains) and in an exported SavedModel; called on its own it masks unless
+    `training=False`. Under XLA (`jit_compile=True`) every mode keeps its
+    statistics; XLA drops the id-range check, so there an id outside
+    `[0, vocabulary_size)` is never selected, changed or counted eligible.
 
-    The same layer runs in a `tf.data` pipeline (`ds.map(layer)`), inside a
-    Keras model (where, like `Dropout`, it masks only when Keras trains the
-    model), and in an exported SavedModel. Called on its own (directly or in
-    `tf.data`) it masks unless `training=False` is passed.
-
-    Under XLA (`jit_compile=True`) every mode runs with the same statistics;
-    XLA drops the id-range check, so there an id outside `[0,
-    vocabulary_size)` is never selected, changed or counted as eligible.
-
-    Randomness: with no seed anywhere, every call draws a fresh mask, and
-    every epoch of `ds.map(layer)` differs from the last, also after
-    `keras.utils.set_random_seed`, as does every tf.data service worker and
-    every replica (the seeds come from the operating system). A constructor
-    `seed` makes the sequence of masks reproducible run to run when calls
-    come in a fixed order (not a parallel `ds.map`: use `mask_dataset(ds,
-    layer)`, keyed by the layer's seed, epoch and index). A call-time `seed` (shape `[2]` int
-    tensor) makes the output a pure function of `(inputs, seed)`; see
-    `keras_dynmask.data.mask_dataset` for reproducible `tf.data` epochs.
+    Randomness: unseeded, every call, epoch, tf.data service worker and
+    replica draws fresh masks (seeds from the operating system), also after
+    `keras.utils.set_random_seed`. A call-time `seed` (int `[2]`) makes the
+    output a pure function of `(inputs, seed)`. A constructor `seed` makes
+    the sequence of masks reproducible when calls come in a fixed order;
+    under a parallel `ds.map` use `keras_dynmask.data.mask_dataset(ds,
+    layer)`, which keys each mask by the seed, epoch and element index.
 
     Args:
         vocabulary_size: int >= 2, ids lie in `[0, vocabulary_size)`.
@@ -196,9 +189,7 @@ class DynamicMLMMasking(MaskingLayer):
         # A seeded layer draws its masks' seeds from a generator started at
         # `seed`: the same sequence run to run. An unseeded one takes each
         # from the operating system (`seeds.fresh_seed`).
-        self._generator = None
-        if self.seed is not None:
-            self._generator = tf.random.Generator.from_seed(self.seed)
+        self._generator = seeds.layer_generator(self.seed)
         # With a scheduled `mask_rate`: the batches masked so far (saved).
         self._masked_batches = rate_schedules.step_counter(self, self.mask_rate, "masked_batches")
 
@@ -295,21 +286,7 @@ class DynamicMLMMasking(MaskingLayer):
     # Inputs and validation.
 
     def _split_inputs(self, inputs):
-        if isinstance(inputs, dict):
-            if "token_ids" not in inputs:
-                raise ValueError(
-                    "A dict input to DynamicMLMMasking must hold 'token_ids'. "
-                    f"Received keys: {sorted(inputs)}"
-                )
-            rest = {k: v for k, v in inputs.items() if k != "token_ids"}
-            validation.no_clashing_keys(inputs, self._output_keys, "output_mode", self.output_mode)
-            return to_tensor(inputs["token_ids"]), rest
-        if isinstance(inputs, (tuple, set)):
-            raise ValueError(
-                "DynamicMLMMasking takes a tensor of token ids or a dict with "
-                f"'token_ids'. Received a {type(inputs).__name__}: {inputs!r}"
-            )
-        return to_tensor(inputs), None
+        return split_token_ids("DynamicMLMMasking", inputs, self._output_keys)
 
     @property
     def _output_keys(self):
@@ -326,11 +303,7 @@ class DynamicMLMMasking(MaskingLayer):
     # Masking.
 
     def _seed(self, seed):
-        if seed is not None:
-            return validation.call_seed(seed)
-        if self._generator is None:
-            return seeds.fresh_seed()
-        return self._generator.make_seeds(1)[:, 0]
+        return seeds.call_seed(seed, self._generator)
 
     def _select_and_corrupt(self, token_ids, seed, rate, valid=None, word_ids=None):
         """`(corrupted, selected)` for ids of any rank (`[B, T]` when per row).

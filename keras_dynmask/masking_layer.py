@@ -41,6 +41,37 @@ def map_values(fn, tensor):
     return fn(tensor)
 
 
+def split_token_ids(owner, inputs, output_keys=()):
+    """`(token_ids, rest)`: a layer's ids, and a dict input's other entries.
+
+    A dict must hold `"token_ids"`; its other entries (`rest`) pass through,
+    and may not be named like an output the layer writes (`output_keys`),
+    which would silently replace them. Tensors, arrays and lists give
+    `rest=None`.
+    """
+    if isinstance(inputs, dict):
+        if "token_ids" not in inputs:
+            raise ValueError(
+                f"A dict input to {owner} must hold 'token_ids'. "
+                f"Received keys: {sorted(inputs)}"
+            )
+        clashing = sorted(set(inputs) & set(output_keys))
+        if clashing:
+            raise ValueError(
+                f"A dict input to {owner} must not hold the output keys "
+                f"{clashing} (the layer writes them, so they would be "
+                f"replaced); rename them. Received keys: {sorted(inputs)}"
+            )
+        rest = {k: v for k, v in inputs.items() if k != "token_ids"}
+        return to_tensor(inputs["token_ids"]), rest
+    if isinstance(inputs, (tuple, set)):
+        raise ValueError(
+            f"{owner} takes a tensor of token ids or a dict with 'token_ids'. "
+            f"Received a {type(inputs).__name__}: {inputs!r}"
+        )
+    return to_tensor(inputs), None
+
+
 class MaskingLayer(keras.layers.Layer):
     """Base for layers that compute masks from token ids or their shapes.
 

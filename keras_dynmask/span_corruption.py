@@ -13,7 +13,7 @@ from keras_dynmask.kernels import sentinels as sentinel_kernels
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
-from keras_dynmask.masking_layer import to_tensor
+from keras_dynmask.masking_layer import split_token_ids
 
 # How each row is corrupted: its counts, and for mixtures of denoisers which
 # rows take sentinels, a token put first in the inputs and extra outputs.
@@ -182,9 +182,7 @@ class SpanCorruption(MaskingLayer):
         self.seed = check.as_seed(seed)
         # A seeded layer draws its seeds from a generator started at `seed`;
         # an unseeded one takes each from the operating system.
-        self._generator = None
-        if self.seed is not None:
-            self._generator = tf.random.Generator.from_seed(self.seed)
+        self._generator = seeds.layer_generator(self.seed)
 
     def _common_config(self):
         return {
@@ -288,34 +286,10 @@ class SpanCorruption(MaskingLayer):
         return ()
 
     def _split_inputs(self, inputs):
-        name = type(self).__name__
-        if isinstance(inputs, dict):
-            if "token_ids" not in inputs:
-                raise ValueError(
-                    f"A dict input to {name} must hold 'token_ids'. "
-                    f"Received keys: {sorted(inputs)}"
-                )
-            clash = sorted(set(inputs) & set(self.OUTPUT_KEYS))
-            if clash:
-                raise ValueError(
-                    f"A dict input to {name} must not hold the output keys "
-                    f"{list(self.OUTPUT_KEYS)}. Received keys: {sorted(inputs)}"
-                )
-            rest = {k: v for k, v in inputs.items() if k != "token_ids"}
-            return to_tensor(inputs["token_ids"]), rest
-        if isinstance(inputs, (tuple, set)):
-            raise ValueError(
-                f"{name} takes a tensor of token ids or a dict with 'token_ids'. "
-                f"Received a {type(inputs).__name__}: {inputs!r}"
-            )
-        return to_tensor(inputs), None
+        return split_token_ids(type(self).__name__, inputs, self.OUTPUT_KEYS)
 
     def _seed(self, seed):
-        if seed is not None:
-            return validation.call_seed(seed)
-        if self._generator is None:
-            return seeds.fresh_seed()
-        return self._generator.make_seeds(1)[:, 0]
+        return seeds.call_seed(seed, self._generator)
 
     # Corruption.
 

@@ -245,17 +245,6 @@ def fits_dtype(name, value, tensor, what):
         )
 
 
-def no_clashing_keys(inputs, output_keys, mode_name, mode):
-    """`ValueError` when a dict input holds keys the outputs would replace."""
-    clashing = sorted(set(inputs) & set(output_keys))
-    if clashing:
-        raise ValueError(
-            f"A dict input's entries {clashing} clash with the outputs of "
-            f"{mode_name}={mode!r}, which would replace them; rename them. "
-            f"Received keys: {sorted(inputs)}"
-        )
-
-
 def require(condition, message, **values):
     """Checks a tensor condition: `ValueError` now when eager, else an assert.
 

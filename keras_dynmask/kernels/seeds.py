@@ -11,10 +11,14 @@ shape-`[2]` int64 seed, and every such seed comes from a function here:
   (a fixed evaluation masking that does not depend on batch order);
 - `keyed_seed(base_seed, *keys)`: any other key (an epoch's data order, a
   batch index);
-- `split_seed(seed, n)`: `n` independent seeds from one, one per draw.
+- `split_seed(seed, n)`: `n` independent seeds from one, one per draw;
+- `layer_generator(seed)` / `call_seed(seed, generator)`: the seed of one
+  layer call (a call-time seed, else the layer's generator, else fresh).
 """
 
 import tensorflow as tf
+
+from keras_dynmask import validation
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -96,3 +100,25 @@ def content_seed(base_seed, token_ids):
 def split_seed(seed, num_seeds):
     """`num_seeds` independent shape-`[2]` seeds derived from `seed`."""
     return tf.unstack(tf.random.experimental.stateless_split(seed, num_seeds))
+
+
+def layer_generator(seed):
+    """A layer's seed generator: `None` unseeded, else one started at `seed`.
+
+    A seeded layer draws each call's seed from it: the same sequence run to
+    run when calls come in a fixed order.
+    """
+    return None if seed is None else tf.random.Generator.from_seed(seed)
+
+
+def call_seed(seed, generator):
+    """The shape-`[2]` seed of one layer call.
+
+    A call-time `seed` (checked; its value, not its dtype, counts), else the
+    next seed of the layer's `generator`, else `fresh_seed()`.
+    """
+    if seed is not None:
+        return validation.call_seed(seed)
+    if generator is None:
+        return fresh_seed()
+    return generator.make_seeds(1)[:, 0]
