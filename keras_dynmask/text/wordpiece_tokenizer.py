@@ -2,6 +2,7 @@
 
 import collections
 import os
+import re
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -19,8 +20,49 @@ _LITERAL_SPECIALS = r"\[(?:UNK|CLS|SEP|MASK)\]"
 # in BERT's basic tokenizer; whitespace separates words and is dropped.
 _SINGLE_CHARS = r"[\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
 _SPACE = r"[\s\p{Z}]+"
-_SPLIT = f"{_LITERAL_SPECIALS}|{_SPACE}|{_SINGLE_CHARS}"
-_KEEP = f"{_LITERAL_SPECIALS}|{_SINGLE_CHARS}"
+_KEEP = f"({_LITERAL_SPECIALS}|{_SINGLE_CHARS})"
+_SPECIAL_BODIES = ("UNK]", "CLS]", "SEP]", "MASK]")
+# Tab, line feed, carriage return and printable ASCII: the characters on
+# which BERT's own word split and lower-casing (inside tensorflow-text's
+# FastWordpieceTokenizer) agree exactly with `split_words`.
+_PLAIN_CHARS = frozenset([9, 10, 13, *range(32, 127)])
+
+
+def _char_class(codes):
+    """A regex character class of the byte values `codes`, as ranges."""
+    codes, ranges = sorted(codes), []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    parts = (
+        f"\\x{a:02x}" if a == b else f"\\x{a:02x}-\\x{b:02x}" for a, b in ranges
+    )
+    return "[" + "".join(parts) + "]"
+
+
+def _plain_text_pattern():
+    """Matches texts of `_PLAIN_CHARS` that spell out no special token.
+
+    RE2 has no look-ahead, so "no `[MASK]`" is spelled as: characters other
+    than `[`, or a `[` followed by a (possibly empty) proper prefix of a
+    special token's body and then a character that leaves it; a `[` with a
+    prefix may also stand right before another `[` or at the end.
+    """
+    prefixes = sorted({body[:i] for body in _SPECIAL_BODIES for i in range(len(body))})
+    bracket = ord("[")
+    leaving = []
+    for prefix in prefixes:
+        going_on = {ord(b[len(prefix)]) for b in _SPECIAL_BODIES if b.startswith(prefix)}
+        leaving.append(re.escape(prefix) + _char_class(_PLAIN_CHARS - going_on - {bracket}))
+    opened = "\\[(?:" + "|".join(re.escape(p) for p in prefixes) + ")"
+    left = "\\[(?:" + "|".join(leaving) + ")"
+    plain = _char_class(_PLAIN_CHARS - {bracket})
+    return f"(?:{plain}|(?:{opened})*{left})*(?:{opened})*"
+
+
+_PLAIN_TEXT = _plain_text_pattern()
 
 
 class WordPieceTokenizer(tf.Module):
@@ -30,7 +72,11 @@ class WordPieceTokenizer(tf.Module):
     CJK character on its own; the special tokens `[MASK]`, `[UNK]`, `[CLS]`,
     `[SEP]` spelled out in the text kept whole), optionally lower-cased with
     accents stripped, then cut into wordpieces by tensorflow-text's
-    `FastWordpieceTokenizer`. Every step is a TensorFlow op, so the same
+    `FastWordpieceTokenizer`. Plain texts (tab, newlines and printable
+    ASCII, no special token spelled out: nearly all English text) skip that
+    split and go straight to `FastWordpieceTokenizer`'s own BERT split and
+    `tf.strings.lower`, which give them exactly the same words; the
+    tokens are the same either way. Every step is a TensorFlow op, so the same
     tokenizer runs eagerly, in `tf.data` and inside an exported SavedModel
     (which needs only `tensorflow` and `tensorflow_text` to load).
 
@@ -132,6 +178,21 @@ class WordPieceTokenizer(tf.Module):
             no_pretokenization=True,
             support_detokenization=True,
         )
+        # The same vocabulary with BERT's own word split: plain texts skip
+        # `split_words` (see `tokenize`). It leaves out tokens holding
+        # punctuation, and refuses a vocabulary of nothing else (the special
+        # tokens alone): then every text takes `split_words`.
+        try:
+            self._splitting_wordpiece = tf_text.FastWordpieceTokenizer(
+                vocab=vocabulary,
+                suffix_indicator=SUFFIX_INDICATOR,
+                max_bytes_per_word=100,
+                token_out_type=tf.int32,
+                unknown_token="[UNK]",
+                no_pretokenization=False,
+            )
+        except RuntimeError:
+            self._splitting_wordpiece = None
         self._tokens = tf.constant(vocabulary, dtype=tf.string)
 
     @property
@@ -268,8 +329,12 @@ class WordPieceTokenizer(tf.Module):
         Returns:
             A `tf.RaggedTensor` of words, `[B, (W)]`.
         """
+        # Static (compiled once) regex ops: a space either side of each
+        # single-character word and spelled-out special token, then a split
+        # at runs of spaces.
         texts = tf.strings.regex_replace(texts, r"[\p{Cc}\p{Cf}]", " ")
-        words = tf_text.regex_split(texts, _SPLIT, _KEEP)
+        texts = tf.strings.regex_replace(texts, _KEEP, r" \1 ")
+        words = tf.strings.split(tf.strings.regex_replace(texts, _SPACE, " "))
         flat = words.flat_values
         special = tf.strings.regex_full_match(flat, _LITERAL_SPECIALS)
         if self.lower_case:
@@ -303,9 +368,28 @@ class WordPieceTokenizer(tf.Module):
                 "WordPieceTokenizer takes a scalar or a `[B]` tensor of "
                 f"strings. Received shape {texts.shape}"
             )
-        pieces = self._wordpiece.tokenize(self.split_words(batch))
-        ids = pieces.merge_dims(1, 2)
+        ids = self._tokenize_batch(batch)
         return ids[0] if scalar else ids
+
+    def _tokenize_batch(self, texts):
+        """`[B]` texts -> ragged `[B, (N)]` ids: plain texts the fast way."""
+        # A plain text (tab, newlines and printable ASCII, no special token
+        # spelled out) goes straight to FastWordpieceTokenizer's own BERT
+        # split, which gives the very words `split_words` gives it; the
+        # others (rare in English) take `split_words`. No `tf.cond`: inside
+        # `tf.data` it costs more than the empty path it would skip.
+        if self._splitting_wordpiece is None:
+            return self._wordpiece.tokenize(self.split_words(texts)).merge_dims(1, 2)
+        plain = tf.strings.regex_full_match(texts, _PLAIN_TEXT)
+        cased = tf.strings.lower(texts) if self.lower_case else texts
+        fast = self._splitting_wordpiece.tokenize(cased)
+        other_rows = tf.where(tf.logical_not(plain))[:, 0]
+        words = self.split_words(tf.gather(texts, other_rows))
+        other = self._wordpiece.tokenize(words).merge_dims(1, 2)
+        rows = tf.shape(texts, out_type=tf.int64)[0]
+        other_index = tf.cumsum(tf.cast(tf.logical_not(plain), tf.int64)) - 1
+        index = tf.where(plain, tf.range(rows), rows + other_index)
+        return tf.gather(tf.concat([fast, other], axis=0), index)
 
     def __call__(self, texts, pad_to_sequence_length=True):
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
