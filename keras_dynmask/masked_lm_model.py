@@ -107,6 +107,24 @@ class MaskedLMModel(keras.Model):
             optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
         )
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Like `keras.Model.export`; the signature takes integer ids by default.
+
+        Keras would infer the serving signature from the build shapes with
+        a float dtype; ids are integers. By default the backbone's own input
+        specs are used (when it has `inputs`), else int32 `[None, None]`.
+        """
+        if input_signature is None:
+            inputs = getattr(self.backbone, "inputs", None) or []
+            specs = [
+                tf.TensorSpec(tuple(x.shape), x.dtype, name="token_ids" if len(inputs) == 1 else None)
+                for x in inputs
+            ]
+            input_signature = specs or [tf.TensorSpec((None, None), tf.int32, name="token_ids")]
+        return super().export(
+            filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
+        )
+
     def call(self, inputs, training=None):
         return self.backbone(inputs, training=training)
 

@@ -119,3 +119,18 @@ def test_call_and_export_run_the_backbone_alone_without_the_package(
         print("ok")
         """
     )
+
+
+def test_default_export_signature_takes_integer_ids(tmp_path):
+    # Keras alone would infer a float32 signature from the build shapes.
+    model = MaskedLMModel(tiny_backbone(), make_layer(output_mode="fit"))
+    model.compile(optimizer="adam")
+    ids = random_ids()
+    model.fit(ids, epochs=1, batch_size=4, verbose=0)
+    model.export(str(tmp_path / "export"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    (spec,) = served.structured_input_signature[1].values()
+    assert spec.dtype == tf.int32 and spec.shape.as_list() == [None, None]
+    outputs = served(token_ids=tf.constant(ids))
+    (logits,) = outputs.values()
+    np.testing.assert_allclose(logits.numpy(), model.backbone(ids).numpy(), rtol=1e-5, atol=1e-5)
