@@ -217,7 +217,9 @@ def test_saved_model_cli_cannot_load_the_text_export(trained, saved_model_cli_ru
     assert "Op type not registered" in completed.stderr
 
 
-def test_saved_model_cli_fill_mask_on_ids_equals_the_keras_model(trained, saved_model_cli_run):
+def test_saved_model_cli_fill_mask_on_ids_equals_the_keras_model(
+    trained, saved_model_cli_run
+):
     tokenizer, model = trained["tokenizer"], trained["model"]
     width = model.input["mask_positions"].shape[1]
     ids, positions = ids_and_positions(tokenizer, TEXTS, width)
