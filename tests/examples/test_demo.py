@@ -22,7 +22,7 @@ def test_demo_trains_exports_and_answers_through_the_saved_model(tmp_path, tiny_
     lines = printed.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Exports (ops needed"))
     text_path, text_ops, ids_path, ids_ops = lines[start + 1 : start + 5]
-    assert text_path.endswith(str(output / "1")) and "RegexSplitWithOffsets" in text_ops
+    assert text_path.endswith(str(output / "1")) and "FastWordpieceTokenizeWithOffsets" in text_ops
     assert ids_path.endswith(str(ids_export)) and "none: any TensorFlow build" in ids_ops
     served = printed.split("Fill-mask through the id-level export, served by saved_model_cli")[1]
     text, filled, answer = served.split("\n\n")[1].splitlines()[:3]

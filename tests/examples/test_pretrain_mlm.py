@@ -205,7 +205,7 @@ def test_each_export_lists_its_ops_and_the_ids_export_only_core_ones(trained, ca
     for op in ("StatelessRandomUniformFullIntV2", "TopKV2", "Einsum", "Softmax"):
         assert op in ids_ops
     # The tokenizer's ops are the text export's only non-core ones.
-    assert {"RegexSplitWithOffsets", "CaseFoldUTF8", "NormalizeUTF8"} <= set(needed)
+    assert {"FastWordpieceTokenizeWithOffsets", "CaseFoldUTF8", "NormalizeUTF8"} <= set(needed)
     assert set(needed) == set(text_ops) - set(ids_ops) - export.core_ops()
 
 
