@@ -203,23 +203,48 @@ def cap_selections(selected, max_predictions, seed):
     )
 
 
-# The band of draws ranked in exact selection: the expected quantile plus or
-# minus this many standard deviations (+ a constant for tiny counts). A row
-# whose k-th smallest draw falls outside its band makes the batch fall back
-# to ranking every eligible token.
+# Exact selection ranks only the eligible tokens whose draw lies below the
+# expected `k / n` quantile plus this many standard deviations (+ a constant
+# for tiny counts). A row left with fewer than `k` such candidates makes the
+# batch fall back to ranking every eligible token.
 CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
+
+
+def _smallest_of_few(candidates, draws, counts):
+    """`smallest_draws` for sparse `candidates`, ranked in compacted form.
+
+    The candidates' (draw, position) keys are gathered into a ragged batch
+    padded to the longest row; `top_k` lists each row's smallest keys, whose
+    positions are scattered straight into the result (no pass over the
+    whole batch compares against a last kept key).
+    """
+    coordinates = tf.where(candidates)
+    keys = _draw_keys(tf.gather_nd(draws, coordinates), coordinates[:, 1])
+    batch_size = tf.shape(candidates, tf.int64)[0]
+    padded = tf.RaggedTensor.from_value_rowids(
+        keys, coordinates[:, 0], nrows=batch_size, validate=False
+    ).to_tensor(default_value=tf.int64.min)
+    # A sort of these short rows is cheaper than a `top_k` of most of them.
+    top = tf.sort(padded, axis=1, direction="DESCENDING")
+    kept = tf.where(tf.range(tf.shape(top)[1])[None, :] < counts[:, None])
+    positions = tf.bitwise.bitwise_and(-tf.gather_nd(top, kept), 2**31 - 1)
+    indices = tf.stack([kept[:, 0], positions], axis=1)
+    return tf.tensor_scatter_nd_update(
+        tf.zeros_like(candidates), indices, tf.ones_like(positions, tf.bool)
+    )
 
 
 def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
     """Selects a uniformly random `counts[b]` of each row's eligible tokens.
 
     The selected tokens are those with the smallest of one uniform 32-bit
-    draw each. A row's k-th smallest draw lies, with high probability, in a
-    narrow band around the `k / n` quantile: tokens below the band are
-    selected outright, and only the tokens inside it are ranked (about a
-    seventh of them). If some row's k-th draw falls outside its band, the
-    whole batch is ranked instead: the same result, more time.
+    draw each. A row's k-th smallest draw lies, with high probability, below
+    a bound a few standard deviations above the `k / n` quantile: only the
+    tokens below it are ranked (about a ninth of them), and the `k` smallest
+    of them are the `k` smallest of the row. If some row has fewer than `k`
+    tokens below its bound, the whole batch is ranked instead: the same
+    result, more time.
 
     Args:
         eligible: bool `[B, T]`.
@@ -228,7 +253,7 @@ def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
         eligible_count: int32 `[B]` when the caller has it (saves a pass).
         most: `None` or a shape-derived bound on `counts`
             (`exact_count_bound`); under XLA, where it is needed, every
-            eligible token is ranked at that fixed width (no band).
+            eligible token is ranked at that fixed width (no bound).
     """
     draws = random_bits.uniform_bits(tf.shape(eligible), seed, 32)
     if random_bits.in_xla_context():
@@ -241,24 +266,12 @@ def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
     needed = tf.cast(counts, tf.float64)
     spread = tf.sqrt(needed * tf.maximum(1.0 - needed / eligible_count, 0.0))
     margin = CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS
-
-    def draw_quantile(fraction):
-        scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1)
-        return tf.cast(scaled, tf.uint32)[:, None]
-
-    band_low = draw_quantile((needed - margin) / eligible_count)
-    band_high = draw_quantile((needed + margin) / eligible_count)
-    below_band = tf.logical_and(eligible, draws < band_low)
-    in_band = tf.logical_and(tf.logical_and(eligible, draws >= band_low), draws <= band_high)
-    needed_from_band = counts - tf.reduce_sum(tf.cast(below_band, tf.int32), axis=1)
-    band_size = tf.reduce_sum(tf.cast(in_band, tf.int32), axis=1)
-    band_holds_kth = tf.reduce_all(
-        tf.logical_and(needed_from_band >= 0, needed_from_band <= band_size)
-    )
+    fraction = (needed + margin) / eligible_count
+    bound = tf.cast(tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1), tf.uint32)
+    candidates = tf.logical_and(eligible, draws <= bound[:, None])
+    candidate_count = tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1)
     return tf.cond(
-        band_holds_kth,
-        lambda: tf.logical_or(
-            below_band, smallest_draws(in_band, draws, tf.maximum(needed_from_band, 0))
-        ),
+        tf.reduce_all(candidate_count >= counts),
+        lambda: _smallest_of_few(candidates, draws, counts),
         lambda: smallest_draws(eligible, draws, counts),
     )
