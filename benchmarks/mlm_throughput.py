@@ -84,6 +84,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=60, help="batches per timing")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
+    parser.add_argument("--only", default="", help="run only the ours rows naming this")
     args = parser.parse_args(argv)
     if args.smoke:
         global BATCH, LENGTH
@@ -94,7 +95,8 @@ def main(argv=None):
     ids[:, 0], ids[:, -1] = 101, 102
     ids[: BATCH // 4, -LENGTH // 8 :] = 0  # some padding
     ids = tf.constant(ids)
-    runs = candidates()
+    runs = {name: fn for name, fn in candidates().items()
+            if not name.startswith("ours") or args.only in name}
     results = {name: [] for name in runs}
     total = args.rounds * len(runs)
     done = 0

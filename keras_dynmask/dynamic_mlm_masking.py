@@ -332,8 +332,8 @@ class DynamicMLMMasking(MaskingLayer):
             )
             most = selection_kernels.exact_count_bound(
                 tf.shape(token_ids)[1], rate, self.max_predictions)
-            selected = selection_kernels.exact_tokens(
-                eligible, counts, selection_seed, eligible_count, most)
+            selected, outcomes = selection_kernels.exact_tokens(
+                eligible, counts, selection_seed, eligible_count, most, self.corruption_shares)
         corrupted = corruption.bert_corruption(
             token_ids,
             selected,

@@ -188,11 +188,19 @@ def cap_selections(selected, max_predictions, seed):
 
     The kept ones are those with the smallest of one fresh 32-bit draw each
     (`smallest_draws`, as exact selection ranks). Ranking runs only when
-    some row holds more than `max_predictions` selections.
+    some row holds more than `max_predictions` selections, and outside XLA
+    only over those rows' selections, each drawing alone.
     """
     counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
+    over = counts > max_predictions
+    if not random_bits.in_xla_context():
+        return tf.cond(
+            tf.reduce_any(over),
+            lambda: _cap_rows(selected, over, max_predictions, seed),
+            lambda: selected,
+        )
     return tf.cond(
-        tf.reduce_any(counts > max_predictions),
+        tf.reduce_any(over),
         lambda: smallest_draws(
             selected,
             random_bits.uniform_bits(tf.shape(selected), seed, 32),
@@ -203,48 +211,63 @@ def cap_selections(selected, max_predictions, seed):
     )
 
 
-# Exact selection ranks only the eligible tokens whose draw lies below the
-# expected `k / n` quantile plus this many standard deviations (+ a constant
-# for tiny counts). A row left with fewer than `k` such candidates makes the
-# batch fall back to ranking every eligible token.
+def _cap_rows(selected, over, max_predictions, seed):
+    """`cap_selections` ranking only the selections of the rows `over`."""
+    candidates = tf.logical_and(selected, over[:, None])
+    coordinates = tf.where(candidates)
+    draws = random_bits.uniform_bits(tf.shape(coordinates)[:1], seed, 32)
+    keys = _draw_keys(draws, coordinates[:, 1])
+    untouched = tf.logical_and(selected, tf.logical_not(over)[:, None])
+    counts = tf.where(over, max_predictions, 0)
+    return _scatter_smallest(coordinates, keys, counts, untouched)
+
+
+# The band of draws ranked in exact selection: the expected quantile plus or
+# minus this many standard deviations (+ a constant for tiny counts). A row
+# whose k-th smallest draw falls outside its band makes the batch fall back
+# to ranking every eligible token.
 CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
 
 
-def _smallest_of_few(candidates, draws, counts):
-    """`smallest_draws` for sparse `candidates`, ranked in compacted form.
+def _smallest_of_few(candidates, draws, counts, selected):
+    """`selected` or `smallest_draws(candidates, ...)`, for sparse candidates.
 
     The candidates' (draw, position) keys are gathered into a ragged batch
     padded to the longest row; `top_k` lists each row's smallest keys, whose
-    positions are scattered straight into the result (no pass over the
+    positions are scattered straight into `selected` (no pass over the
     whole batch compares against a last kept key).
     """
     coordinates = tf.where(candidates)
     keys = _draw_keys(tf.gather_nd(draws, coordinates), coordinates[:, 1])
-    batch_size = tf.shape(candidates, tf.int64)[0]
+    return _scatter_smallest(coordinates, keys, counts, selected)
+
+
+def _scatter_smallest(coordinates, keys, counts, selected):
+    """Sets in `selected` the `counts[b]` listed positions with the largest
+    `keys` (`_draw_keys`: the smallest draws) of each row `b`."""
+    batch_size = tf.shape(selected, tf.int64)[0]
     padded = tf.RaggedTensor.from_value_rowids(
         keys, coordinates[:, 0], nrows=batch_size, validate=False
     ).to_tensor(default_value=tf.int64.min)
-    # A sort of these short rows is cheaper than a `top_k` of most of them.
-    top = tf.sort(padded, axis=1, direction="DESCENDING")
+    padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
+    top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
     kept = tf.where(tf.range(tf.shape(top)[1])[None, :] < counts[:, None])
     positions = tf.bitwise.bitwise_and(-tf.gather_nd(top, kept), 2**31 - 1)
     indices = tf.stack([kept[:, 0], positions], axis=1)
-    return tf.tensor_scatter_nd_update(
-        tf.zeros_like(candidates), indices, tf.ones_like(positions, tf.bool)
-    )
+    return tf.tensor_scatter_nd_update(selected, indices, tf.ones_like(positions, tf.bool))
 
 
-def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
+def exact_tokens(eligible, counts, seed, eligible_count=None, most=None, shares=None):
     """Selects a uniformly random `counts[b]` of each row's eligible tokens.
 
     The selected tokens are those with the smallest of one uniform 32-bit
-    draw each. A row's k-th smallest draw lies, with high probability, below
-    a bound a few standard deviations above the `k / n` quantile: only the
-    tokens below it are ranked (about a ninth of them), and the `k` smallest
-    of them are the `k` smallest of the row. If some row has fewer than `k`
-    tokens below its bound, the whole batch is ranked instead: the same
-    result, more time.
+    draw each. A row's k-th smallest draw lies, with high probability, in a
+    narrow band around the `k / n` quantile: tokens below the band are
+    selected outright, and only the tokens inside it are ranked (about a
+    seventh of them), in compacted form. If some row's k-th draw falls
+    outside its band, the whole batch is ranked instead: the same result,
+    more time.
 
     Args:
         eligible: bool `[B, T]`.
@@ -253,9 +276,35 @@ def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
         eligible_count: int32 `[B]` when the caller has it (saves a pass).
         most: `None` or a shape-derived bound on `counts`
             (`exact_count_bound`); under XLA, where it is needed, every
-            eligible token is ranked at that fixed width (no bound).
+            eligible token is ranked at that fixed width (no band).
+        shares: optional fractions of the selected tokens (e.g. the
+            corruption's mask / random / keep shares): the draws' low 16
+            bits then split the selected tokens among them, so a corruption
+            needs no draw of its own. Selection turns on the order of the
+            whole 32-bit draws, below a k-th draw of about `k / n * 2**32`:
+            the low bits of a selected draw are uniform to within
+            `2**16 / (k / n * 2**32)`, far below
+            `random_bits.MAX_RELATIVE_QUANTIZATION_ERROR`.
+
+    Returns:
+        bool `[B, T]`; with `shares`, `(selected, outcomes)`, `outcomes` a
+        `random_bits.Outcomes` over the low 16 bits, or `None` where 16-bit
+        thresholds are not precise enough for `shares`.
     """
     draws = random_bits.uniform_bits(tf.shape(eligible), seed, 32)
+    selected = _exact_from_draws(eligible, counts, draws, eligible_count, most)
+    if shares is None:
+        return selected
+    if not random_bits.precise_enough(list(shares), 16):
+        return selected, None
+    outcomes = random_bits.Outcomes(
+        tf.cast(draws, tf.uint16), 16, random_bits.thresholds_for(list(shares), 16)
+    )
+    return selected, outcomes
+
+
+def _exact_from_draws(eligible, counts, draws, eligible_count, most):
+    """`exact_tokens`' selection from its 32-bit `draws`."""
     if random_bits.in_xla_context():
         if most is None:
             most = tf.shape(eligible)[1]
@@ -266,12 +315,22 @@ def exact_tokens(eligible, counts, seed, eligible_count=None, most=None):
     needed = tf.cast(counts, tf.float64)
     spread = tf.sqrt(needed * tf.maximum(1.0 - needed / eligible_count, 0.0))
     margin = CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS
-    fraction = (needed + margin) / eligible_count
-    bound = tf.cast(tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1), tf.uint32)
-    candidates = tf.logical_and(eligible, draws <= bound[:, None])
-    candidate_count = tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1)
+
+    def draw_quantile(fraction):
+        scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1)
+        return tf.cast(scaled, tf.uint32)[:, None]
+
+    band_low = draw_quantile((needed - margin) / eligible_count)
+    band_high = draw_quantile((needed + margin) / eligible_count)
+    below_band = tf.logical_and(eligible, draws < band_low)
+    in_band = tf.logical_and(tf.logical_and(eligible, draws >= band_low), draws <= band_high)
+    needed_from_band = counts - tf.reduce_sum(tf.cast(below_band, tf.int32), axis=1)
+    band_size = tf.reduce_sum(tf.cast(in_band, tf.int32), axis=1)
+    band_holds_kth = tf.reduce_all(
+        tf.logical_and(needed_from_band >= 0, needed_from_band <= band_size)
+    )
     return tf.cond(
-        tf.reduce_all(candidate_count >= counts),
-        lambda: _smallest_of_few(candidates, draws, counts),
+        band_holds_kth,
+        lambda: _smallest_of_few(in_band, draws, tf.maximum(needed_from_band, 0), below_band),
         lambda: smallest_draws(eligible, draws, counts),
     )
