@@ -112,11 +112,14 @@ def main(argv=None):
     peer = median.get("peer: keras-hub MaskedLMMaskGenerator")
     print(f"\n{BATCH}x{LENGTH} int32 ids, vocabulary {VOCAB}, tf {tf.__version__}, "
           f"{os.cpu_count()} CPU cores, median of {args.rounds} rounds\n")
-    print("| pipeline | M tokens/s | x peer | x ceiling |")
-    print("|---|---:|---:|---:|")
+    print("| pipeline | M tokens/s | x peer | x peer, range over rounds | x ceiling |")
+    print("|---|---:|---:|---:|---:|")
     for name, value in median.items():
         vs_peer = f"{value / peer:.1f}" if peer else "-"
-        print(f"| {name} | {value / 1e6:.1f} | {vs_peer} | {value / ceiling:.3f} |")
+        ratios = [v / p for v, p in zip(results[name], results.get(
+            "peer: keras-hub MaskedLMMaskGenerator", results[name]))]
+        spread = f"{min(ratios):.1f}-{max(ratios):.1f}" if peer else "-"
+        print(f"| {name} | {value / 1e6:.1f} | {vs_peer} | {spread} | {value / ceiling:.3f} |")
 
 
 if __name__ == "__main__":
