@@ -148,6 +148,8 @@ def training_batches(arm, rows, masker, batch_size, epochs, seed):
     batches = epoch_order(len(rows), batch_size, epochs, seed).map(
         lambda epoch, indices: tf.gather(table, indices)
     )
+    steps = (len(rows) // batch_size) * epochs
+    batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
     return mask_dataset(batches, masker, seed=seed)
 
 
