@@ -38,7 +38,10 @@ QUERIES = [
 
 def show_masking(loaded, vocabulary, text):
     """Prints what the served `mask` signature does to one text."""
-    fresh = [serving_client.mask(loaded, [text]) for _ in range(2)]
+    # Eight unseeded calls: with 14 or more tokens at mask_rate 0.15 (80/10/10)
+    # each token stays put in one call with probability 0.865, so all eight
+    # calls agree with probability below (0.865**8) ** 14 < 1e-7.
+    fresh = [serving_client.mask(loaded, [text]) for _ in range(8)]
     seeded = [serving_client.mask(loaded, [text], seed=(7, 42)) for _ in range(2)]
     print(f"\nServed dynamic masking of {text!r} (selected tokens marked *):")
     for name, out in (("call 1", fresh[0]), ("call 2", fresh[1]), ("seed (7, 42)", seeded[0])):
@@ -51,9 +54,11 @@ def show_masking(loaded, vocabulary, text):
         ]
         print(f"  {name:>12}: {' '.join(marked)}")
     same = all(np.array_equal(seeded[0][k], seeded[1][k]) for k in seeded[0])
-    differ = not np.array_equal(fresh[0]["token_ids"], fresh[1]["token_ids"])
+    differ = any(
+        not np.array_equal(fresh[0][k], out[k]) for out in fresh[1:] for k in ("token_ids", "mask")
+    )
     print(
-        f"  without a seed two calls differ: {differ}; "
+        f"  without a seed {len(fresh)} calls are not all identical: {differ}; "
         f"with the same seed they are identical: {same}"
     )
 
