@@ -98,6 +98,24 @@ def test_fill_mask_signature_shapes(served):
     assert "[MASK]" not in fill["filled"][0]
 
 
+def test_filled_holds_the_top_1_guess_at_each_mask(served):
+    fill = served["fill"]
+    # TEXTS as the tokenizer splits them (lower case, punctuation apart).
+    pretokenized = [
+        "return the [MASK] of the list .",
+        "no mask in this one .",
+        "the [MASK] is closed ; [MASK] it again before [MASK] .",
+    ]
+    for text, tokens, count, filled in zip(
+        pretokenized, fill["tokens"], fill["num_masks"], fill["filled"]
+    ):
+        expected = text
+        for candidates in tokens[:count]:
+            expected = expected.replace("[MASK]", candidates[0], 1)
+        # Wordpieces joined back into words, as the signature detokenizes.
+        assert filled == expected.replace(" ##", "")
+
+
 def test_fill_mask_answers_equal_the_keras_model(trained, served):
     tokenizer, model = trained["tokenizer"], trained["model"]
     ids = tokenizer(TEXTS, pad_to_sequence_length=False).numpy()
