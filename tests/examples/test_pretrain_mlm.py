@@ -286,3 +286,25 @@ def test_saved_model_cli_mask_on_ids_equals_the_python_masking(trained, saved_mo
     np.testing.assert_array_equal(fresh["token_ids"][~selected], ids[~selected])
     positions = fresh["mask_positions"][0][fresh["mask_weights"][0] > 0]
     np.testing.assert_array_equal(positions, np.flatnonzero(selected[0]))
+
+
+def test_serving_client_command_line_on_both_exports(trained, served, capsys):
+    import serving_client
+
+    export_dir = trained["export_dir"]
+    assert serving_client.main([export_dir, "--json", TEXTS[0], TEXTS[2]]) == 0
+    first, third = json.loads(capsys.readouterr().out)
+    fill = served["fill"]
+    assert [first["text"], third["text"]] == [TEXTS[0], TEXTS[2]]
+    assert [first["filled"], third["filled"]] == [fill["filled"][0], fill["filled"][2]]
+    assert [[c[0] for c in m] for m in third["masks"]] == fill["tokens"][2]
+    assert serving_client.main([export_dir, TEXTS[0]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [TEXTS[0], "  -> " + fill["filled"][0]]
+    assert lines[2].startswith("  [MASK] #1: " + fill["tokens"][0][0][0] + " ")
+    # Id mode: [CLS] [MASK] [SEP] through the id-level export.
+    assert serving_client.main([trained["ids_export_dir"], "--ids", "--json", "2 4 3"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert len(answer["masks"]) == 1 and len(answer["masks"][0]) == 3
+    assert answer["filled"] == answer["masks"][0][0][0]  # alone, nothing to join to
+    assert serving_client.main(["--help"]) == 2
