@@ -18,7 +18,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],
-        "bench": ["keras-hub>=0.20,<1", "transformers>=5,<6", "torch>=2.4,<3"],
+        "bench": ["keras-hub>=0.20,<1", "transformers>=5,<6", "torch==2.13.0"],
         "examples": ["matplotlib>=3.8"],
     },
 )
