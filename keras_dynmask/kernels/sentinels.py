@@ -10,15 +10,9 @@ source position: no loop over tokens, no pass over the dropped ones.
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
 
+from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import selection
-
-
-def in_xla_context():
-    """True while tracing a function XLA compiles (`jit_compile=True`)."""
-    graph = tf.compat.v1.get_default_graph()
-    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
 
 
 def sentinel_tokens(token_ids, sentinel_ids):
@@ -101,7 +95,7 @@ def corrupt_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **op
         `(inputs, inputs_lengths, targets, targets_lengths)`: `[B, width]`
         of `token_ids`' dtype, and int32 `[B]`.
     """
-    if in_xla_context():
+    if random_bits.in_xla_context():
         return gathered_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options)
     return cut_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options)
 
