@@ -230,19 +230,6 @@ CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
 
 
-def _smallest_of_few(candidates, draws, counts, selected):
-    """`selected` or `smallest_draws(candidates, ...)`, for sparse candidates.
-
-    The candidates' (draw, position) keys are gathered into a ragged batch
-    padded to the longest row; `top_k` lists each row's smallest keys, whose
-    positions are scattered straight into `selected` (no pass over the
-    whole batch compares against a last kept key).
-    """
-    coordinates = tf.where(candidates)
-    keys = _draw_keys(tf.gather_nd(draws, coordinates), coordinates[:, 1])
-    return _scatter_smallest(coordinates, keys, counts, selected)
-
-
 def _scatter_smallest(coordinates, keys, counts, selected):
     """Sets in `selected` the `counts[b]` listed positions with the largest
     `keys` (`_draw_keys`: the smallest draws) of each row `b`."""
@@ -263,11 +250,12 @@ def exact_tokens(eligible, counts, seed, eligible_count=None, most=None, shares=
 
     The selected tokens are those with the smallest of one uniform 32-bit
     draw each. A row's k-th smallest draw lies, with high probability, in a
-    narrow band around the `k / n` quantile: tokens below the band are
-    selected outright, and only the tokens inside it are ranked (about a
-    seventh of them), in compacted form. If some row's k-th draw falls
-    outside its band, the whole batch is ranked instead: the same result,
-    more time.
+    narrow band around the `k / n` quantile: the k-th draw is found among
+    the tokens inside it alone (about a seventh of them, in compacted form)
+    by a selection (`NthElement`), not a sort, and one comparison against
+    it then marks every selected token. If some row's k-th draw falls
+    outside its band (or is tied), the whole batch is ranked instead: the
+    same result, more time.
 
     Args:
         eligible: bool `[B, T]`.
@@ -317,20 +305,63 @@ def _exact_from_draws(eligible, counts, draws, eligible_count, most):
     margin = CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS
 
     def draw_quantile(fraction):
-        scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 1)
+        # At most 2**32 - 2, so that an ineligible token's 2**32 - 1 lies above.
+        scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 2)
         return tf.cast(scaled, tf.uint32)[:, None]
 
     band_low = draw_quantile((needed - margin) / eligible_count)
-    band_high = draw_quantile((needed + margin) / eligible_count)
-    below_band = tf.logical_and(eligible, draws < band_low)
-    in_band = tf.logical_and(tf.logical_and(eligible, draws >= band_low), draws <= band_high)
-    needed_from_band = counts - tf.reduce_sum(tf.cast(below_band, tf.int32), axis=1)
-    band_size = tf.reduce_sum(tf.cast(in_band, tf.int32), axis=1)
-    band_holds_kth = tf.reduce_all(
-        tf.logical_and(needed_from_band >= 0, needed_from_band <= band_size)
-    )
+    band_high = tf.maximum(draw_quantile((needed + margin) / eligible_count), band_low)
+    keyed = tf.where(eligible, draws, tf.constant(2**32 - 1, tf.uint32))
+    needed_from_band = counts - tf.reduce_sum(tf.cast(keyed < band_low, tf.int32), axis=1)
+    # Unsigned: draws below the band wrap round to above its width.
+    in_band = (keyed - band_low) <= (band_high - band_low)
+    threshold, band_holds_kth = _band_threshold(in_band, draws, needed_from_band, band_low)
     return tf.cond(
         band_holds_kth,
-        lambda: _smallest_of_few(in_band, draws, tf.maximum(needed_from_band, 0), below_band),
+        lambda: keyed < threshold,
         lambda: smallest_draws(eligible, draws, counts),
     )
+
+
+def _band_threshold(in_band, draws, needed, band_low):
+    """Per row, the draw below which exactly `counts` tokens lie.
+
+    `needed[b]` more tokens must come from the band; the band's draws are
+    gathered into a ragged batch and `NthElement` (a selection, not a sort)
+    finds each row's `needed[b]`-th smallest: every row is given
+    `K - needed[b]` leading dummy draws (-1), so the same `n = K - 1` serves
+    all rows. The threshold is that draw + 1 (`band_low` where no token is
+    needed from the band).
+
+    Returns:
+        `(threshold uint32 [B, 1], holds)`: `holds` is False when some row
+        needs more tokens than its band has, fewer than none, or its
+        `needed`-th band draw is tied with another (then the threshold
+        would not count exactly; the caller ranks every token instead).
+    """
+    coordinates = tf.where(in_band)
+    band_draws = tf.cast(tf.gather_nd(draws, coordinates), tf.int64)
+    above_all = tf.constant(2**32, tf.int64)
+    # Rows of band draws, padded with `above_all` to the fullest row.
+    band = tf.raw_ops.RaggedTensorToTensor(
+        shape=tf.constant([-1, -1], tf.int64),
+        values=band_draws,
+        default_value=above_all,
+        row_partition_tensors=[tf.shape(in_band, tf.int64)[0], coordinates[:, 0]],
+        row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
+    )
+    most = tf.maximum(tf.reduce_max(needed), 1)
+    leading = tf.range(most)[None, :] < (most - needed)[:, None]
+    dummies = tf.where(leading, tf.constant(-1, tf.int64), above_all)
+    kth = tf.raw_ops.NthElement(input=tf.concat([dummies, band], axis=1), n=most - 1)
+    band_size = tf.reduce_sum(tf.cast(band < above_all, tf.int32), axis=1)
+    at_or_below = tf.reduce_sum(tf.cast(band <= kth[:, None], tf.int32), axis=1)
+    holds = tf.reduce_all(
+        (needed >= 0) & (needed <= band_size) & tf.equal(at_or_below, tf.maximum(needed, 0))
+    )
+    threshold = tf.where(
+        needed[:, None] > 0,
+        tf.cast(tf.clip_by_value(kth + 1, 0, 2**32 - 1), tf.uint32)[:, None],
+        band_low,
+    )
+    return threshold, holds
