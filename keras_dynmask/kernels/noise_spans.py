@@ -14,9 +14,9 @@ the spans alternate, non-noise first, so every arrangement with those counts
 is equally likely.
 
 A composition of `m` items into `k` parts is `k - 1` distinct cut points
-among the `m - 1` gaps: each gap gets one uniform 31-bit key, gaps past the
-row's `m - 1` get -1, and one `top_k` over the whole batch keeps each row's
-`k - 1` largest keys (one for the noise, one for the non-noise lengths).
+among the `m - 1` gaps, a uniformly random subset: `selection.exact_tokens`
+picks it (one call for the noise, one for the non-noise lengths); under
+XLA one `top_k` over uniform keys at a fixed width does.
 
 The result is a `SpanLayout`: per row, the running totals of the non-noise
 and noise span lengths (`[B, K + 1]`, `K` the most spans), small enough
@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
+from keras_dynmask.kernels import selection
 
 SpanLengths = collections.namedtuple("SpanLengths", ["tokens_length", "targets_length"])
 SpanLengths.__doc__ = """Raw and target lengths that fill a wanted inputs length.
@@ -192,9 +193,21 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
         the items from cut `i - 1` (0 for the first) up to cut `i`.
     """
     rows = tf.shape(totals)[0]
+    gaps = tf.range(1, num_gaps + 1)[None, :]
+    if not random_bits.in_xla_context():
+        # The chosen gaps, listed row by row in ascending order.
+        chosen = selection.exact_tokens(gaps < totals[:, None], tf.maximum(parts - 1, 0), seed)
+        coordinates = tf.where(chosen)
+        cuts = tf.raw_ops.RaggedTensorToTensor(
+            shape=tf.cast(tf.stack([rows, max_cuts]), tf.int64),
+            values=tf.cast(coordinates[:, 1], tf.int32) + 1,
+            default_value=-1,
+            row_partition_tensors=[tf.cast(rows, tf.int64), coordinates[:, 0]],
+            row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
+        )
+        return tf.where(cuts < 0, totals[:, None], cuts)
     draws = random_bits.uniform_bits(tf.stack([rows, num_gaps]), seed, 32)
     keys = tf.bitcast(tf.bitwise.right_shift(draws, 1), tf.int32)
-    gaps = tf.range(1, num_gaps + 1)[None, :]
     keys = tf.where(gaps < totals[:, None], keys, -1)
     # In key order, so each row's first `parts - 1` are its largest keys.
     chosen = tf.math.top_k(keys, k=max_cuts, sorted=True).indices + 1
