@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import row_lists
 
 
 def labels(original_ids, selected, ignore_index):
@@ -33,17 +34,14 @@ def prediction_targets(token_ids, selected, max_predictions):
     if random_bits.in_xla_context():
         return fixed_width_targets(token_ids, selected, max_predictions)
     batch_size = tf.shape(token_ids)[0]
-    coordinates = tf.cast(tf.where(selected), tf.int32)
-    rows = tf.RaggedTensor.from_value_rowids(
-        coordinates[:, 1], coordinates[:, 0], nrows=batch_size
-    )
-    shape = tf.stack([batch_size, max_predictions])
-    positions = rows.to_tensor(default_value=0, shape=shape)
-    ids = tf.RaggedTensor.from_value_rowids(
-        tf.gather_nd(token_ids, coordinates), coordinates[:, 0], nrows=batch_size
-    ).to_tensor(default_value=0, shape=shape)
-    weights = tf.sequence_mask(rows.row_lengths(), max_predictions, tf.float32)
-    return positions, ids, weights
+    coordinates = tf.where(selected)
+    rows = coordinates[:, 0]
+    # Padded with -1 here, so the filled slots tell the weights.
+    positions = row_lists.pad_rows(
+        tf.cast(coordinates[:, 1], tf.int32), rows, batch_size, max_predictions, -1)
+    ids = row_lists.pad_rows(tf.gather_nd(token_ids, coordinates), rows, batch_size, max_predictions)
+    weights = tf.cast(positions >= 0, tf.float32)
+    return tf.maximum(positions, 0), ids, weights
 
 
 def fixed_width_targets(token_ids, selected, max_predictions):

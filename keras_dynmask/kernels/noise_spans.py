@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import row_lists
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection
 
@@ -198,13 +199,8 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
         # The chosen gaps, listed row by row in ascending order.
         chosen = selection.exact_tokens(gaps < totals[:, None], tf.maximum(parts - 1, 0), seed)
         coordinates = tf.where(chosen)
-        cuts = tf.raw_ops.RaggedTensorToTensor(
-            shape=tf.cast(tf.stack([rows, max_cuts]), tf.int64),
-            values=tf.cast(coordinates[:, 1], tf.int32) + 1,
-            default_value=-1,
-            row_partition_tensors=[tf.cast(rows, tf.int64), coordinates[:, 0]],
-            row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
-        )
+        cuts = row_lists.pad_rows(
+            tf.cast(coordinates[:, 1], tf.int32) + 1, coordinates[:, 0], rows, max_cuts, -1)
         return tf.where(cuts < 0, totals[:, None], cuts)
     draws = random_bits.uniform_bits(tf.stack([rows, num_gaps]), seed, 32)
     keys = tf.bitcast(tf.bitwise.right_shift(draws, 1), tf.int32)

@@ -11,6 +11,7 @@ here. No Python loop runs over tokens.
 import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import row_lists
 
 
 def contiguous_runs(sorted_ids):
@@ -125,10 +126,8 @@ def _last_kept_keys(candidates, draws, counts, most):
         return tf.math.top_k(keys, k=tf.minimum(tf.maximum(most, 1), width)).values
     coordinates = tf.where(candidates)
     keys = _draw_keys(tf.gather_nd(draws, coordinates), coordinates[:, 1])
-    ragged = tf.RaggedTensor.from_value_rowids(
-        keys, coordinates[:, 0], nrows=tf.shape(candidates, tf.int64)[0], validate=False
-    )
-    padded = ragged.to_tensor(default_value=tf.int64.min)
+    padded = row_lists.pad_rows(
+        keys, coordinates[:, 0], tf.shape(candidates)[0], default=tf.int64.min)
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
     return tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
 
@@ -234,9 +233,7 @@ def _scatter_smallest(coordinates, keys, counts, selected):
     """Sets in `selected` the `counts[b]` listed positions with the largest
     `keys` (`_draw_keys`: the smallest draws) of each row `b`."""
     batch_size = tf.shape(selected, tf.int64)[0]
-    padded = tf.RaggedTensor.from_value_rowids(
-        keys, coordinates[:, 0], nrows=batch_size, validate=False
-    ).to_tensor(default_value=tf.int64.min)
+    padded = row_lists.pad_rows(keys, coordinates[:, 0], batch_size, default=tf.int64.min)
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
     top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
     kept = tf.where(tf.range(tf.shape(top)[1])[None, :] < counts[:, None])
@@ -343,13 +340,8 @@ def _band_threshold(in_band, draws, needed, band_low):
     band_draws = tf.cast(tf.gather_nd(draws, coordinates), tf.int64)
     above_all = tf.constant(2**32, tf.int64)
     # Rows of band draws, padded with `above_all` to the fullest row.
-    band = tf.raw_ops.RaggedTensorToTensor(
-        shape=tf.constant([-1, -1], tf.int64),
-        values=band_draws,
-        default_value=above_all,
-        row_partition_tensors=[tf.shape(in_band, tf.int64)[0], coordinates[:, 0]],
-        row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
-    )
+    band = row_lists.pad_rows(
+        band_draws, coordinates[:, 0], tf.shape(in_band)[0], default=above_all)
     most = tf.maximum(tf.reduce_max(needed), 1)
     leading = tf.range(most)[None, :] < (most - needed)[:, None]
     dummies = tf.where(leading, tf.constant(-1, tf.int64), above_all)
