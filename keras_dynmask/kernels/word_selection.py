@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import row_lists
 from keras_dynmask.kernels import selection
 
 INT64_MAX = tf.int64.max
@@ -66,32 +67,9 @@ def starts_from_word_ids(word_ids, eligible):
     return eligible, tf.logical_and(eligible, tf.logical_or(new_word, after_break))
 
 
-# Block width of `row_counts`' matrix product.
-COUNT_BLOCK = 32
-
-
-def row_counts(flags):
-    """int32 `[B, T]`: the number of True flags at or before each position.
-
-    A cumulative sum, computed as a product with a `COUNT_BLOCK`-wide
-    triangular matrix inside blocks plus a cumulative sum over the block
-    totals: a third of `tf.cumsum`'s time on a CPU. Exact: float32 counts
-    integers exactly up to 2**24.
-    """
-    shape = tf.shape(flags)
-    padded = -(-shape[1] // COUNT_BLOCK) * COUNT_BLOCK
-    values = tf.pad(tf.cast(flags, tf.float32), [[0, 0], [0, padded - shape[1]]])
-    triangle = tf.linalg.band_part(tf.ones([COUNT_BLOCK, COUNT_BLOCK]), 0, -1)
-    inner = tf.matmul(tf.reshape(values, [-1, COUNT_BLOCK]), triangle)
-    inner = tf.reshape(inner, [shape[0], padded // COUNT_BLOCK, COUNT_BLOCK])
-    before = tf.cumsum(inner[:, :, -1], axis=1, exclusive=True)
-    counts = tf.reshape(inner + before[:, :, None], [shape[0], padded])
-    return tf.cast(counts[:, : shape[1]], tf.int32)
-
-
 def word_indices(starts):
     """int32 `[B, T]`: each token's word number in its row (0 before any)."""
-    return tf.maximum(row_counts(starts) - 1, 0)
+    return tf.maximum(row_lists.row_counts(starts) - 1, 0)
 
 
 def spread_to_tokens(word_values, word_index):
@@ -200,8 +178,9 @@ def fill_budget(candidates, token_keys, budget, bound, cap=None, at_least_one=Tr
     come first, as many as fit in `budget[b]` tokens: if the token at the
     budget's edge splits a word, that word is dropped. With `at_least_one`,
     a row with candidates keeps its first word even when it alone exceeds
-    the budget, unless it exceeds `cap`. One `top_k` of static width
-    `bound + 1` (XLA-friendly); no ragged tensor.
+    the budget, unless it exceeds `cap`. Two `NthElement`s find the keys at
+    the budget's edge; under XLA one `top_k` of static width `bound + 1`.
+    No ragged tensor.
 
     Args:
         candidates: bool `[B, T]`, the tokens that may be kept.
@@ -219,15 +198,19 @@ def fill_budget(candidates, token_keys, budget, bound, cap=None, at_least_one=Tr
         width = min(length, bound + 1) if isinstance(bound, int) else tf.minimum(length, bound + 1)
     # Descending order of -key is ascending order of key; non-candidates last.
     values = tf.where(candidates, -token_keys, INT64_MIN)
-    top = tf.math.top_k(values, k=width).values
-    top = tf.pad(top, [[0, 0], [0, 1]], constant_values=INT64_MIN)
-    last = tf.gather(top, tf.maximum(budget - 1, 0), batch_dims=1)
-    following = tf.gather(top, budget, batch_dims=1)
+    if random_bits.in_xla_context():
+        top = tf.math.top_k(values, k=width).values
+        top = tf.pad(top, [[0, 0], [0, 1]], constant_values=INT64_MIN)
+        last = tf.gather(top, tf.maximum(budget - 1, 0), batch_dims=1)
+        following = tf.gather(top, budget, batch_dims=1)
+        first = top[:, 0]
+    else:
+        last, following = _budget_edge(values, budget)
+        first = tf.reduce_max(values, axis=1)
     splits_word = tf.equal(last, following)
     # Keep values >= threshold: the last whole word's key, or past the split word.
     threshold = tf.where(splits_word, last + 1, last)
     if at_least_one:
-        first = top[:, 0]
         keeps_none = tf.logical_and(splits_word, tf.equal(last, first))
         if cap is not None:
             first_length = tf.reduce_sum(
@@ -238,6 +221,23 @@ def fill_budget(candidates, token_keys, budget, bound, cap=None, at_least_one=Tr
         threshold = tf.where(keeps_none, first, threshold)
     threshold = tf.where(budget > 0, threshold, INT64_MAX)
     return tf.logical_and(candidates, values >= threshold[:, None])
+
+
+def _budget_edge(values, budget):
+    """Per row, the `budget`-th and `budget + 1`-th largest `values` (int64 `[B]`s).
+
+    Two `NthElement`s (selections, not a sort): every row is given
+    `M - budget[b]` leading dummies above all values, so that one `n` serves
+    every row; a trailing `INT64_MIN` column stands in past the row's end.
+    """
+    most = tf.maximum(tf.reduce_max(budget), 1)
+    leading = tf.range(most)[None, :] < (most - budget)[:, None]
+    dummies = tf.where(leading, INT64_MAX, INT64_MIN)
+    ends = tf.fill([tf.shape(values)[0], 1], tf.constant(INT64_MIN, tf.int64))
+    padded = tf.concat([dummies, values, ends], axis=1)
+    last = tf.raw_ops.NthElement(input=padded, n=most - 1, reverse=True)
+    following = tf.raw_ops.NthElement(input=padded, n=most, reverse=True)
+    return last, following
 
 
 def word_budget(eligible, mask_rate, max_predictions):

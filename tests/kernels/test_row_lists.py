@@ -45,3 +45,11 @@ def test_pad_rows_in_a_graph_with_tensor_sizes():
 
     out = pad(tf.constant([1.5, 2.5]), tf.constant([1, 1], tf.int64), tf.constant(2), tf.constant(3))
     np.testing.assert_array_equal(out.numpy(), [[0, 0, 0], [1.5, 2.5, 0]])
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 512])
+def test_row_counts_is_an_exact_cumulative_sum(length):
+    flags = np.random.default_rng(length).random((5, length)) < 0.6
+    np.testing.assert_array_equal(
+        row_lists.row_counts(tf.constant(flags)), np.cumsum(flags, axis=1)
+    )

@@ -248,14 +248,6 @@ def test_long_rows_fit_in_memory():
         assert 0.12 < fraction < 0.18
 
 
-@pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 512])
-def test_row_counts_is_an_exact_cumulative_sum(length):
-    flags = np.random.default_rng(length).random((5, length)) < 0.6
-    np.testing.assert_array_equal(
-        word_selection.row_counts(tf.constant(flags)), np.cumsum(flags, axis=1)
-    )
-
-
 @pytest.mark.parametrize("granularity, mode", [("word", "bernoulli"), ("word", "exact"), ("span", "exact")])
 def test_a_tensor_rate_compiles_and_keeps_whole_words(granularity, mode):
     table = continuation_table(0.4)
