@@ -44,10 +44,11 @@ COUNT_BLOCK = 32
 def row_counts(flags):
     """int32 `[B, T]`: the number of True flags at or before each position.
 
+    `flags` may also hold small non-negative integers: their running sums.
     A cumulative sum, computed as a product with a `COUNT_BLOCK`-wide
     triangular matrix inside blocks plus a cumulative sum over the block
-    totals: a third of `tf.cumsum`'s time on a CPU. Exact: float32 counts
-    integers exactly up to 2**24.
+    totals: a third of `tf.cumsum`'s time on a CPU. Exact while every sum
+    stays below 2**24 (float32's integers).
     """
     shape = tf.shape(flags)
     padded = -(-shape[1] // COUNT_BLOCK) * COUNT_BLOCK

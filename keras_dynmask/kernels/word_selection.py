@@ -104,6 +104,40 @@ def bernoulli_words(eligible, word_index, mask_rate, seed):
     return tf.logical_and(eligible, spread_to_tokens(chosen, word_index))
 
 
+# Bits of the running-sum draws of `bernoulli_words_by_running_sums`.
+RUNNING_SUM_BITS = 12
+
+
+def running_sums_apply(mask_rate, length):
+    """Whether `bernoulli_words_by_running_sums` serves this rate and width:
+    a Python rate that 12-bit thresholds realise closely, and rows short
+    enough that float32 running sums of 12-bit values stay exact."""
+    return (
+        isinstance(mask_rate, float)
+        and isinstance(length, int)
+        and length * 2**RUNNING_SUM_BITS <= 2**24
+        and random_bits.precise_enough([mask_rate], RUNNING_SUM_BITS)
+    )
+
+
+def bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed):
+    """Selects each word, whole, with probability `mask_rate`, without a gather.
+
+    Each word start draws `u` uniform in `[0, M)` (`M = 2**12`); a token's
+    value is the running sum of the draws at the starts up to it, mod `M`,
+    so every piece of a word has its word's value. Successive words' values
+    `X_w = X_(w-1) + u_w mod M` are independent and uniform (the map from
+    the `u` to the `X` is a bijection of `Z_M^n`), and a word is selected
+    when its value is below `round(mask_rate * M)`. The running sums are
+    `row_lists.row_counts`' matrix products: no per-token gather.
+    """
+    threshold = random_bits.thresholds_for([mask_rate], RUNNING_SUM_BITS)[0]
+    draws = random_bits.uniform_bits(tf.shape(eligible), seed, 16)
+    word_draws = tf.where(starts, tf.bitwise.bitwise_and(draws, 2**RUNNING_SUM_BITS - 1), 0)
+    values = tf.bitwise.bitwise_and(row_lists.row_counts(word_draws), 2**RUNNING_SUM_BITS - 1)
+    return tf.logical_and(eligible, values < threshold)
+
+
 def span_lengths(shape, seed, span_length_p, max_span_length):
     """int32 span lengths in words, one per element of `shape`.
 
@@ -336,6 +370,9 @@ def select_words(
         eligible, starts = starts_from_word_ids(word_ids, eligible)
     else:
         starts = starts_from_table(token_ids, eligible, word_starts)
+    if granularity == "word" and selection_mode == "bernoulli" and max_predictions is None:
+        if running_sums_apply(mask_rate, eligible.shape[1]):
+            return bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed)
     word_index = word_indices(starts)
     if granularity == "span":
         return span_words(

@@ -265,3 +265,34 @@ def test_a_tensor_rate_compiles_and_keeps_whole_words(granularity, mode):
     assert_whole_words(selected, words)
     share = selected.sum() / (words >= 0).sum()
     assert 0.25 < share < 0.35
+
+
+def test_running_sum_draws_select_words_independently():
+    # Bernoulli words draw by running sums (no gather): words next to each
+    # other must be selected independently, not only at the right rate.
+    table = continuation_table(0.5)
+    ids = random_batch(400, 64)
+    assert word_selection.running_sums_apply(0.3, 64)
+    words = reference_words(ids, table)
+    selected = select(ids, table, "word", "bernoulli", 0.3)
+    assert_whole_words(selected, words)
+    firsts = np.zeros_like(words, bool)
+    firsts[:, 1:] = (words[:, 1:] >= 0) & (words[:, 1:] != words[:, :-1])
+    firsts[:, 0] = words[:, 0] >= 0
+    pairs = both = 0
+    for row, starts in zip(selected, firsts):
+        chosen = row[starts]
+        pairs += len(chosen) - 1
+        both += int(np.sum(chosen[1:] & chosen[:-1]))
+    # Independent words: each consecutive pair is selected together w.p. 0.09.
+    sigma = math.sqrt(pairs * 0.09 * 0.91)
+    assert abs(both - 0.09 * pairs) < Z * sigma
+
+
+@pytest.mark.parametrize("rate, length", [(0.003, 64), (0.3, 5000)])
+def test_rates_and_widths_past_the_running_sums_take_the_word_space_path(rate, length):
+    assert not word_selection.running_sums_apply(rate, length)
+    table = continuation_table(0.5)
+    ids = random_batch(4, length)
+    selected = select(ids, table, "word", "bernoulli", rate)
+    assert_whole_words(selected, reference_words(ids, table))
