@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_dynmask import granularity_options
 from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import corruption
@@ -11,7 +12,6 @@ from keras_dynmask.kernels import masked_lm_format
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
-from keras_dynmask.kernels import word_selection
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
@@ -175,7 +175,7 @@ class DynamicMLMMasking(MaskingLayer):
         self.ignore_index = check.as_int("ignore_index", ignore_index, -(2**63), 2**63)
         self.seed = check.as_seed(seed)
         (self.granularity, self.word_starts, self.span_length_p, self.max_span_length) = (
-            word_selection.checked_options(self, granularity, word_starts, span_length_p, max_span_length)
+            granularity_options.checked_options(self, granularity, word_starts, span_length_p, max_span_length)
         )
         if self.random_token_rate > 0 and not corruption.allowed_id_count(
             self.vocabulary_size, self.excluded_ids
@@ -211,7 +211,7 @@ class DynamicMLMMasking(MaskingLayer):
                 "seed": self.seed,
             }
         )
-        config.update(word_selection.options_config(self))
+        config.update(granularity_options.options_config(self))
         return config
 
     def __call__(self, inputs, training=None, seed=None, **kwargs):
@@ -315,7 +315,7 @@ class DynamicMLMMasking(MaskingLayer):
         eligible = selection_kernels.eligible_tokens(token_ids, self.excluded_ids, valid, in_vocabulary)
         outcomes = None
         if self.granularity != "token":
-            selected = word_selection.select_for_layer(
+            selected = granularity_options.select_for_layer(
                 self, token_ids, eligible, selection_seed, word_ids, mask_rate=rate)
         elif self.selection == "bernoulli":
             selected, outcomes = selection_kernels.bernoulli_tokens(
@@ -356,7 +356,7 @@ class DynamicMLMMasking(MaskingLayer):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
         rate = rate_schedules.rate_for_call(self.mask_rate, self._masked_batches, step)
-        word_ids = word_selection.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
+        word_ids = granularity_options.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
         token_ids = map_values(
             lambda ids: validation.checked_ids_below("DynamicMLMMasking", ids, self.vocabulary_size),
             token_ids,

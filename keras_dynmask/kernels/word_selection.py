@@ -19,7 +19,6 @@ import math
 
 import tensorflow as tf
 
-from keras_dynmask import validation
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists
 from keras_dynmask.kernels import selection
@@ -385,93 +384,3 @@ def select_words(
     if max_predictions is not None:
         selected = cap_words(selected, word_index, max_predictions, cap_seed)
     return selected
-
-
-# What `DynamicMLMMasking` needs from this module.
-
-GRANULARITIES = ("token", "word", "span")
-
-
-def checked_options(layer, granularity, word_starts, span_length_p, max_span_length):
-    """The layer's granularity arguments, validated (`ValueError` quoting them).
-
-    Returns `(granularity, word_starts, span_length_p, max_span_length)`,
-    `word_starts` as a list of bools or `None`. Also checks that
-    `output_mode="masked_lm"` comes with `max_predictions`.
-    """
-    if layer.output_mode == "masked_lm" and layer.max_predictions is None:
-        raise ValueError(
-            '`output_mode="masked_lm"` needs `max_predictions` (the width of '
-            "keras-hub's mask_positions). Received: max_predictions=None"
-        )
-    return (
-        validation.as_choice("granularity", granularity, GRANULARITIES),
-        validation.as_bool_table("word_starts", word_starts, layer.vocabulary_size),
-        validation.as_float("span_length_p", span_length_p, 0, 1, low_open=True),
-        validation.as_int("max_span_length", max_span_length, 1),
-    )
-
-
-def options_config(layer):
-    """The granularity entries of the layer's `get_config`."""
-    return {
-        "granularity": layer.granularity,
-        "word_starts": layer.word_starts,
-        "span_length_p": layer.span_length_p,
-        "max_span_length": layer.max_span_length,
-    }
-
-
-def word_ids_input(rest, token_ids, granularity, word_starts):
-    """A dict input's `"word_ids"` shaped like the batch the kernels see.
-
-    `[T]` ids give `[1, T]` word ids, ragged ones a dense batch padded with
-    -1 (no word). `None` at `"token"` granularity or when the dict holds
-    none; a `ValueError` naming both sources when neither is given.
-    """
-    if granularity == "token":
-        return None
-    word_ids = (rest or {}).get("word_ids")
-    if word_ids is None:
-        if word_starts is None:
-            raise ValueError(
-                f'granularity="{granularity}" needs word boundaries: pass '
-                "`word_starts` (e.g. keras_dynmask.word_starts(vocabulary, style)) "
-                'to the layer, or a "word_ids" entry in a dict input. Received '
-                "neither: word_starts=None and no 'word_ids' among the input's keys "
-                f"{sorted(rest or {})}"
-            )
-        return None
-    if isinstance(word_ids, tf.RaggedTensor):
-        return word_ids.to_tensor(default_value=-1)
-    word_ids = tf.convert_to_tensor(word_ids)
-    if not word_ids.dtype.is_integer:
-        raise ValueError(
-            f'"word_ids" must be integers. Received: word_ids of dtype {word_ids.dtype.name}'
-        )
-    if token_ids.shape.rank == 1:
-        return word_ids[None, :]
-    return word_ids
-
-
-def select_for_layer(layer, token_ids, eligible, seed, word_ids=None, mask_rate=None):
-    """`select_words` with a `DynamicMLMMasking`'s configuration.
-
-    `mask_rate`: this call's rate (a scheduled tensor), else the layer's.
-    """
-    table = None
-    if word_ids is None:
-        table = tf.constant(layer.word_starts, tf.bool)
-    return select_words(
-        token_ids,
-        eligible,
-        seed,
-        layer.granularity,
-        layer.selection,
-        layer.mask_rate if mask_rate is None else mask_rate,
-        word_starts=table,
-        word_ids=word_ids,
-        span_length_p=layer.span_length_p,
-        max_span_length=layer.max_span_length,
-        max_predictions=layer.max_predictions,
-    )
