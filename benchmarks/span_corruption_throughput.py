@@ -9,7 +9,7 @@ SpanCorruption at >= 0.3x of it. t5's own preprocessor is timed when t5
 imports (`--t5-path`: t5 pulls in the JAX stack and an old tfds-nightly,
 so it is kept out of the project's environment; see the README).
 
-    .venv/bin/python benchmarks/span_corruption_throughput.py [--batches 40] [--rounds 3]
+    .venv/bin/python benchmarks/span_corruption_throughput.py [--batches 150] [--rounds 3]
         [--t5-path /tmp/t5pkgs]
 
 `--smoke` runs every candidate once on 8 x 64 ids, in seconds (the test
@@ -111,7 +111,7 @@ def tokens_per_second(fn, ids, batches, transform=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=40, help="batches per timing")
+    parser.add_argument("--batches", type=int, default=150, help="batches per timing (a second or more each)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument(
         "--t5-path", default=None,

@@ -11,7 +11,7 @@ collator, called once per batch as a `DataLoader` does); its row is marked
 unavailable when `transformers` and `torch` are not installed
 (`pip install -e .[bench]`).
 
-    .venv/bin/python benchmarks/word_masking_throughput.py [--batches 40] [--rounds 3]
+    .venv/bin/python benchmarks/word_masking_throughput.py [--batches 100] [--rounds 3]
 """
 
 import argparse
@@ -126,7 +126,7 @@ def hugging_face_peer(ids, table):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peer-batches", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="8 x 64 ids, one round: checks it runs")
