@@ -492,9 +492,10 @@ def run(args, corpus=None):
     Returns:
         A dict with `"model"` (the pre-training model), `"backbone"`,
         `"head"`, `"tokenizer"`, `"history"`, `"evaluation"`
-        (held-out loss, accuracy and perplexity), `"export_dir"` (the
-        text export), `"ids_export_dir"` (the id-level one) and `"seconds"`
-        (time per stage).
+        (held-out loss, accuracy and perplexity), `"validation"` (the
+        held-out `(x, y, sample_weight)` batches they were measured on),
+        `"export_dir"` (the text export), `"ids_export_dir"` (the id-level
+        one) and `"seconds"` (time per stage).
     """
     seconds = {}
     start = time.perf_counter()
@@ -601,6 +602,7 @@ def run(args, corpus=None):
         "tokenizer": tokenizer,
         "history": history.history,
         "evaluation": evaluation,
+        "validation": validation,
         "export_dir": export_dir,
         "ids_export_dir": ids_export_dir,
         "seconds": seconds,

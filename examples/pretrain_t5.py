@@ -257,8 +257,11 @@ def fill_spans(model, tokenizer, texts, sentinel_ids, eos_id, inputs_length, max
     ended = tf.cumsum(tf.cast(tf.equal(predicted, eos_id), tf.int32), axis=1) > 0
     is_sentinel = tf.reduce_any(predicted[:, :, None] == tf.constant(sentinel_ids), -1)
     span = tf.cumsum(tf.cast(is_sentinel, tf.int32), axis=1) - 1
-    keep = tf.logical_and(tf.logical_not(ended | is_sentinel), span >= 0)
     markers = tf.maximum(tf.reduce_max(pieces.row_lengths()) - 1, 1)
+    # Spans past the batch's most markers fill nothing (a trained model
+    # decodes as many spans as it saw in training, whatever the text).
+    keep = tf.logical_not(ended | is_sentinel) & (span >= 0)
+    keep &= tf.cast(span, tf.int64) < markers
     # One ragged row of predicted ids per (text, marker), as text.
     rows = tf.cast(tf.range(tf.shape(predicted)[0])[:, None] * tf.cast(markers, tf.int32), tf.int64)
     keys = tf.boolean_mask(rows + tf.cast(span, tf.int64), keep)
@@ -315,7 +318,8 @@ def run(args, corpus=None):
     Returns:
         A dict with `"model"`, `"tokenizer"`, `"corrupter"`, `"history"`,
         `"evaluation"` (held-out loss and accuracy per target token),
-        `"export_dir"` and `"seconds"`.
+        `"validation"` (the held-out `(x, y, sample_weight)` batches they
+        were measured on), `"export_dir"` and `"seconds"`.
     """
     seconds = {}
     start = time.perf_counter()
@@ -384,6 +388,7 @@ def run(args, corpus=None):
         "corrupter": corrupter,
         "history": history.history,
         "evaluation": evaluation,
+        "validation": validation,
         "export_dir": export_dir,
         "seconds": seconds,
     }

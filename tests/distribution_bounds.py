@@ -40,3 +40,26 @@ def chi_square(observed, expected):
     observed = np.asarray(observed, np.float64)
     expected = np.asarray(expected, np.float64)
     return float(((observed - expected) ** 2 / expected).sum())
+
+
+def binomial_upper_critical(n, p, alpha=1e-6):
+    """Smallest k with P(X >= k) <= `alpha` for X ~ Binomial(`n`, `p`).
+
+    The upper tail is summed exactly from k = n down, each term
+    C(n, k) p^k (1 - p)^(n - k) taken in log space (`math.lgamma`), so
+    large `n` neither overflows nor loses the tail. A count of `k` or more
+    successes happens with probability at most `alpha` when the success
+    rate is `p` (or lower).
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"p must lie in (0, 1), got {p}")
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_n = math.lgamma(n + 1)
+    tail = 0.0
+    for k in range(n, -1, -1):
+        tail += math.exp(
+            log_n - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_p + (n - k) * log_q
+        )
+        if tail > alpha:
+            return k + 1
+    return 0

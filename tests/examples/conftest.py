@@ -1,16 +1,25 @@
 """The example scripts import their siblings, as they do when run.
 
-Fixtures the example tests share: tiny training flags and runs, and
-checks of an export from outside this repository.
+Fixtures the example tests share: tiny training flags and runs (one of
+them, `tiny_demo`, the masked-LM run the demo test and the pretrain_mlm
+tests all read), a check that a tiny run learned, and checks of an export
+from outside this repository.
 """
 
+import contextlib
+import io
 import json
+import math
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+from distribution_bounds import binomial_upper_critical  # noqa: E402
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "examples")
 EXAMPLES = os.path.abspath(EXAMPLES)
@@ -33,10 +42,37 @@ _TINY = [
 ]
 
 
+# Added to `_TINY` where a test needs the tiny run to learn: with these a
+# masked LM or span-corruption model gets clearly below the uniform guess in
+# a few hundred (or, for T5, 60) steps of a few milliseconds each; tracing
+# and exporting, not these steps, take most of a tiny run's time.
+MLM_LEARNS = [
+    "--epochs", "3",
+    "--steps-per-epoch", "100",
+    "--batch-size", "32",
+    "--learning-rate", "1e-2",
+    "--max-passages", "3000",
+    "--hidden-dim", "64",
+    "--intermediate-dim", "128",
+]
+T5_LEARNS = [
+    "--steps-per-epoch", "60",
+    "--batch-size", "16",
+    "--learning-rate", "1e-2",
+    "--max-passages", "1500",
+]
+
+
 @pytest.fixture(scope="session")
 def tiny_flags():
     """Command-line flags for a seconds-long run of an example."""
     return list(_TINY)
+
+
+@pytest.fixture(scope="session")
+def learning_flags():
+    """Flags added to the tiny ones where a run must learn, per script name."""
+    return {"pretrain_mlm": list(MLM_LEARNS), "pretrain_t5": list(T5_LEARNS)}
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +92,132 @@ def train_tiny(tmp_path_factory, tiny_flags):
         return script.run(args)
 
     return train
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory, tiny_flags):
+    """`examples/demo.py` run once on the tiny flags, shared by its readers.
+
+    `demo.main` trains through `pretrain_mlm.run`, so one run serves both
+    the demo test (what it prints, what it writes) and the pretrain_mlm
+    tests (what `run` returned), instead of each training its own tiny
+    encoder. The flags are `_TINY` plus `MLM_LEARNS` (so the run learns
+    measurably) and `--top-k 3`.
+
+    Returns:
+        A dict: `"argv"` (the flags), `"status"` (what `demo.main` returned), `"printed"` (its
+        standard output), `"output"` (the `--output` path, a
+        `pathlib.Path`) and `"result"` (what `pretrain_mlm.run` returned
+        inside it).
+    """
+    import demo
+    import pretrain_mlm
+
+    output = tmp_path_factory.mktemp("demo") / "mlm_encoder"
+    results = []
+    real_run = pretrain_mlm.run
+
+    def recorded_run(*args, **kwargs):
+        results.append(real_run(*args, **kwargs))
+        return results[-1]
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(pretrain_mlm, "run", recorded_run)
+        argv = tiny_flags + MLM_LEARNS + ["--top-k", "3", "--output", str(output)]
+        status = demo.main(argv)
+    assert len(results) == 1, "demo.main must train through pretrain_mlm.run once"
+    return {
+        "argv": argv,
+        "status": status,
+        "printed": printed.getvalue(),
+        "output": output,
+        "result": results[0],
+    }
+
+
+def _loss_bound(log_probabilities, labels):
+    """Mean cross-entropy of `labels`, and the bound `assert_learned` puts on it."""
+    n, vocabulary_size = log_probabilities.shape
+    loss = float(-log_probabilities[np.arange(n), labels].mean())
+    counts = np.bincount(labels, minlength=vocabulary_size)
+    shares = counts[counts > 0] / n
+    unigram_entropy = float(-(shares * np.log(shares)).sum())
+    return loss, (math.log(vocabulary_size) + unigram_entropy) / 2, unigram_entropy
+
+
+@pytest.fixture(scope="session")
+def assert_learned():
+    """Checks that a training run learned, against bounds from its held-out data.
+
+    Returns:
+        A function `(result, hidden=None) -> stats`, for what a training
+        script's `run` returned (`"model"`, `"validation"`: `(x, y,
+        sample_weight)` batches, `"evaluation"`). It predicts every held-out
+        batch itself, takes the `n` tokens of weight 1, and asserts:
+
+        - its own count of correct top-1 tokens is the accuracy `evaluate`
+          reported (so the numbers below are the reported ones);
+        - the loss (mean cross-entropy per token) is below the midpoint of
+          `ln V`, what the uniform guess scores, and `H`, the entropy of
+          the held-out tokens' own frequencies, which is what the best
+          constant distribution scores, fitted to them in hindsight: the
+          model has gained at least half of what knowing the token
+          frequencies alone gains. With `hidden`, a function `(x, y) ->
+          bool array like y` marking the tokens the input does not show
+          (a masked LM sees 10 % of its targets unchanged, and learns to
+          copy them first), this holds on those tokens too, on their own
+          `H`;
+        - the correct count beats a constant guess: the best one is the
+          most frequent held-out token (share `p0`, again in hindsight, and
+          at least the uniform guess's `1 / V`); a predictor right at rate
+          `p0` gets Binomial(`n`, `p0`) of the `n` tokens right, so the
+          model's count must reach that distribution's upper 1e-6 critical
+          value (`binomial_upper_critical`, an exact tail sum).
+
+        It returns a dict of the numbers.
+    """
+
+    def check(result, hidden=None):
+        model, evaluation = result["model"], result["evaluation"]
+        labels, weights, logits, hides = [], [], [], []
+        for x, y, weight in result["validation"].as_numpy_iterator():
+            logits.append(np.asarray(model.predict_on_batch(x), np.float64))
+            labels.append(y.reshape(-1))
+            weights.append(weight.reshape(-1))
+            hides.append(np.ones(y.size, bool) if hidden is None else hidden(x, y).reshape(-1))
+        vocabulary_size = logits[0].shape[-1]
+        logits = np.concatenate([z.reshape(-1, vocabulary_size) for z in logits])
+        labels, weights, hides = map(np.concatenate, (labels, weights, hides))
+        assert set(np.unique(weights)) <= {0.0, 1.0}  # Counts, not weights.
+        kept = weights == 1
+        logits, labels, hides = logits[kept], labels[kept].astype(np.int64), hides[kept]
+        n = len(labels)
+        assert n >= 500, f"too few held-out tokens ({n}) for the bounds to mean much"
+
+        log_probabilities = logits - logits.max(axis=1, keepdims=True)
+        log_probabilities -= np.log(np.exp(log_probabilities).sum(axis=1, keepdims=True))
+        correct = int((logits.argmax(axis=1) == labels).sum())
+        # `evaluate` ran the same model on the same batches; 1 token of
+        # slack for a near-tie that float rounding resolves differently.
+        assert abs(evaluation["accuracy"] * n - correct) <= 1, (evaluation, correct, n)
+
+        loss, halfway, unigram_entropy = _loss_bound(log_probabilities, labels)
+        hidden_loss, hidden_halfway, _ = _loss_bound(log_probabilities[hides], labels[hides])
+        p0 = max(np.bincount(labels).max() / n, 1 / vocabulary_size)
+        critical = binomial_upper_critical(n, p0, 1e-6)
+        stats = {
+            "n": n, "hidden": int(hides.sum()), "correct": correct, "critical": critical,
+            "p0": p0, "loss": loss, "uniform_loss": math.log(vocabulary_size),
+            "unigram_entropy": unigram_entropy, "halfway": halfway,
+            "hidden_loss": hidden_loss, "hidden_halfway": hidden_halfway,
+        }
+        assert loss < halfway and evaluation["loss"] < halfway, stats
+        assert hides.sum() >= n / 2 and hidden_loss < hidden_halfway, stats
+        assert correct >= critical, stats
+        return stats
+
+    return check
 
 
 # Refuses to import the named modules, then imports TensorFlow and
