@@ -18,8 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# Two workers (pytest-xdist), each taking whole test files: module- and
+# session-scoped fixtures (trained models, service clusters) stay in one.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/mlm_throughput.py

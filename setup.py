@@ -17,7 +17,7 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
         "bench": ["keras-hub>=0.20,<1", "transformers>=5,<6", "torch==2.13.0"],
         "examples": ["matplotlib>=3.8"],
     },

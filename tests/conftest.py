@@ -16,6 +16,32 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+# Test files that share a session-scoped run (tests/examples/conftest.py's
+# `tiny_demo`: the demo test and the pretrain_mlm tests read one tiny
+# training). Under pytest-xdist's `--dist loadfile` (`make test`) each worker
+# has its own session, so these files go to one worker, as one unit, or the
+# run would be trained once per worker.
+SHARED_RUN_FILES = {"examples/test_demo.py": "examples/test_pretrain_mlm.py"}  # under tests/
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with each of `SHARED_RUN_FILES` sent where its partner goes."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            scope = super()._split_scope(nodeid)
+            for alone, partner in SHARED_RUN_FILES.items():
+                if scope.endswith("/" + alone):
+                    return scope[: -len(alone)] + partner
+            return scope
+
+    return SharedRunScheduling(config, log)
+
+
 def run_without_keras_dynmask(code, timeout=300):
     """Runs `code` in a fresh Python that cannot import keras_dynmask.
 

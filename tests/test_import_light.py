@@ -14,9 +14,16 @@ HEAVY = ("tensorflow_text", "tensorflow_datasets", "matplotlib", "keras_dynmask.
          "keras_dynmask.tools")
 
 
-def loaded_modules(code):
-    """Names in `sys.modules` after running `code` in a fresh Python."""
-    script = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+def loaded_modules(*stages):
+    """Names in `sys.modules` after each of `stages`, run in turn in one fresh Python.
+
+    Modules only accumulate, so the names after a stage are what a fresh
+    process that ran the stages up to it would hold; one process saves a
+    TensorFlow start-up per stage. Returns one set per stage (a single set
+    for a single stage).
+    """
+    report = "\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(_sys.modules)))\n"
+    script = "".join(textwrap.dedent(code) + report for code in stages)
     result = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -25,7 +32,10 @@ def loaded_modules(code):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+    printed = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(printed) == len(stages), result.stdout[-3000:]
+    found = [set(json.loads(line)) for line in printed]
+    return found[0] if len(stages) == 1 else found
 
 
 def heavy(names):
@@ -33,18 +43,18 @@ def heavy(names):
 
 
 def test_import_keras_dynmask_adds_no_heavy_module():
-    baseline = loaded_modules("import tensorflow, keras")
+    baseline, with_package, with_data = loaded_modules(
+        "import tensorflow, keras",
+        "import keras_dynmask",
+        # Nor through the data helpers users import for masking.
+        "from keras_dynmask.data import mask_dataset, distribute_masking",
+    )
     # `import keras` itself may load matplotlib when it is installed; the
     # package must add none of these beyond what TensorFlow and Keras load.
     assert not heavy(baseline) & {"tensorflow_text", "tensorflow_datasets"}
-    with_package = loaded_modules("import tensorflow, keras\nimport keras_dynmask")
-    assert "keras_dynmask" in with_package
+    assert "keras_dynmask" in with_package and "keras_dynmask" not in baseline
     added = heavy(with_package) - heavy(baseline)
     assert not added, sorted(added)
-    # Nor through the data helpers users import for masking.
-    with_data = loaded_modules(
-        "import keras_dynmask\nfrom keras_dynmask.data import mask_dataset, distribute_masking"
-    )
     added = heavy(with_data) - heavy(baseline)
     assert not added, sorted(added)
     for name in ("tensorflow_text", "tensorflow_datasets", "keras_dynmask.text",
