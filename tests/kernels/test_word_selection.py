@@ -142,6 +142,14 @@ def test_xla_gives_the_same_selection(granularity):
     np.testing.assert_array_equal(plain, compiled)
 
 
+def first_pieces(words):
+    """bool: True at the first piece of each word (`reference_words` numbering)."""
+    firsts = np.zeros_like(words, bool)
+    firsts[:, 1:] = (words[:, 1:] >= 0) & (words[:, 1:] != words[:, :-1])
+    firsts[:, 0] = words[:, 0] >= 0
+    return firsts
+
+
 def test_bernoulli_selects_each_word_at_mask_rate():
     table = continuation_table(0.5)
     ids = random_batch(400, 64)
@@ -149,9 +157,7 @@ def test_bernoulli_selects_each_word_at_mask_rate():
     selected = select(ids, table, "word", "bernoulli", 0.15)
     assert_whole_words(selected, words)
     # One trial per word: its first piece.
-    firsts = np.zeros_like(words, bool)
-    firsts[:, 1:] = (words[:, 1:] >= 0) & (words[:, 1:] != words[:, :-1])
-    firsts[:, 0] = words[:, 0] >= 0
+    firsts = first_pieces(words)
     n, hits = firsts.sum(), selected[firsts].sum()
     sigma = math.sqrt(n * 0.15 * 0.85)
     assert abs(hits - 0.15 * n) < Z * sigma
@@ -276,9 +282,7 @@ def test_running_sum_draws_select_words_independently():
     words = reference_words(ids, table)
     selected = select(ids, table, "word", "bernoulli", 0.3)
     assert_whole_words(selected, words)
-    firsts = np.zeros_like(words, bool)
-    firsts[:, 1:] = (words[:, 1:] >= 0) & (words[:, 1:] != words[:, :-1])
-    firsts[:, 0] = words[:, 0] >= 0
+    firsts = first_pieces(words)
     pairs = both = 0
     for row, starts in zip(selected, firsts):
         chosen = row[starts]
