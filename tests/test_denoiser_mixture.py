@@ -109,11 +109,11 @@ def test_custom_denoisers_mode_tokens_and_fixed_lengths():
         rates=[3, 1],
         mode_token_ids=[5, 6, 7],
         inputs_length=90,
-        targets_length=60,
+        targets_length=80,  # an S row of 80 tokens may target 79 + eos; fixed lengths cut longer
     )
     ids, lengths = random_rows(batch=64)
     out = layer(ids, seed=tf.constant([1, 5]))
-    assert out["inputs"].shape == (64, 90) and out["targets"].shape == (64, 60)
+    assert out["inputs"].shape == (64, 90) and out["targets"].shape == (64, 80)
     chosen = check_examples(layer, out, ids, lengths)
     assert set(out["inputs"].numpy()[:, 0]) <= {6, 7} and set(chosen) == {0, 1}
 

@@ -9,6 +9,7 @@ selection (`keras_dynmask.kernels.selection`) made.
 import tensorflow as tf
 
 from keras_dynmask.kernels import random_bits
+from keras_dynmask.kernels import seeds
 
 
 def allowed_id_count(vocabulary_size, excluded_ids):
@@ -40,7 +41,7 @@ def uniform_allowed_ids(shape, seed, vocabulary_size, excluded_ids, dtype, dense
         draws = random_bits.uniform_below(shape, seed, allowed, draw_dtype)
     else:
         draws = tf.random.stateless_uniform(
-            shape, seed, minval=0, maxval=allowed, dtype=draw_dtype
+            shape, random_bits.philox_seed(seed), minval=0, maxval=allowed, dtype=draw_dtype
         )
     if excluded:
         # The u-th allowed id is u + #{j : excluded[j] - j <= u}.
@@ -82,7 +83,7 @@ def bert_corruption(
     Returns:
         The corrupted ids, shaped like `token_ids`.
     """
-    action_seed, replacement_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    action_seed, replacement_seed = seeds.split_seed(seed, 2)
     if outcomes is None:
         keep_rate = max(0.0, 1.0 - mask_token_rate - random_token_rate)
         outcomes = random_bits.draw_outcomes(

@@ -69,11 +69,20 @@ def choose_bits(probabilities):
     return 16 if precise_enough(probabilities, 16) else 32
 
 
+def philox_seed(seed):
+    """`seed` as int64 in `[0, 2**32)`: the seeds on which XLA's stateless
+    random ops draw what TensorFlow's kernels draw (they read negative or
+    wider seed values differently, so the same layer call would mask
+    otherwise under `jit_compile=True`)."""
+    return tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), 0xFFFFFFFF)
+
+
 def uniform_bits(shape, seed, bits):
     """Uniform unsigned integers of `bits` (16 or 32) bits, shape `shape`.
 
     16-bit values come two to a 32-bit Philox draw, halving its cost.
     """
+    seed = philox_seed(seed)
     if bits == 32:
         words = tf.random.stateless_uniform(
             shape, seed, minval=None, maxval=None, dtype=tf.int32

@@ -19,6 +19,7 @@ shape-`[2]` int64 seed, and every such seed comes from a function here:
 import tensorflow as tf
 
 from keras_dynmask import validation
+from keras_dynmask.kernels import random_bits
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -98,7 +99,11 @@ def content_seed(base_seed, token_ids):
 
 
 def split_seed(seed, num_seeds):
-    """`num_seeds` independent shape-`[2]` seeds derived from `seed`."""
+    """`num_seeds` independent shape-`[2]` seeds derived from `seed`.
+
+    Split from `random_bits.philox_seed(seed)`, so that XLA splits alike.
+    """
+    seed = random_bits.philox_seed(seed)
     return tf.unstack(tf.random.experimental.stateless_split(seed, num_seeds))
 
 

@@ -7,24 +7,25 @@ belongs to no word and ends the word before it. Every function works on
 a cumulative sum numbers the words of each row (`word_indices`), per-word
 values live in a `[B, T]` "word space" (column `k` is row's word `k`; a row
 never has more than `T` words) and reach the tokens with one gather
-(`spread_to_tokens`). No `[B, T, T]` intermediate, no ragged tensor, no
-loop over words: memory is O(B * T).
+(`spread_to_tokens`); where rows are short enough, running sums of
+draws taken at the word starts give every piece its word's random value
+without that gather (`running_sum_word_keys`). No `[B, T, T]`
+intermediate, no ragged tensor, no loop over words: memory is O(B * T).
 
 A selection strategy is one function here returning a bool `[B, T]` in
 which every word is selected whole or not at all: `bernoulli_words`,
-`exact_words`, `span_words`.
+`exact_words`, `span_words`; those within a token budget end in
+`keras_dynmask.kernels.budget_fill`.
 """
-
-import math
 
 import tensorflow as tf
 
+from keras_dynmask.kernels import budget_fill
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists
-from keras_dynmask.kernels import selection
+from keras_dynmask.kernels import seeds
 
 INT64_MAX = tf.int64.max
-INT64_MIN = tf.int64.min
 
 
 # Word boundaries.
@@ -48,7 +49,7 @@ def starts_from_table(token_ids, eligible, word_starts):
     """
     size = tf.shape(word_starts, out_type=token_ids.dtype)[0]
     clipped = tf.clip_by_value(token_ids, tf.zeros([], token_ids.dtype), size - 1)
-    begins = tf.gather(word_starts, clipped)
+    begins = tf.gather_nd(word_starts, clipped[..., None])  # cheaper than GatherV2 here
     after_break = shift_right(tf.logical_not(eligible), True)
     return tf.logical_and(eligible, tf.logical_or(begins, after_break))
 
@@ -137,6 +138,34 @@ def bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed):
     return tf.logical_and(eligible, values < threshold)
 
 
+# Bits of `running_sum_word_keys`: two 12-bit running sums.
+WORD_KEY_BITS = 2 * RUNNING_SUM_BITS
+
+
+def running_sum_keys_apply(length):
+    """Whether `running_sum_word_keys` serves rows of static `length`."""
+    return isinstance(length, int) and length * 2**RUNNING_SUM_BITS <= 2**24
+
+
+def running_sum_word_keys(starts, seed):
+    """int32 `[B, T]`: a uniform 24-bit key per word, shared by its pieces.
+
+    Two 12-bit running sums of draws taken at the word starts, as in
+    `bernoulli_words_by_running_sums`: successive words' keys are
+    independent and uniform in `[0, 2**24)`, and no gather moves them from
+    word space to the tokens. Two words share a key with chance `2**-24`
+    a pair; `fill_budget` then takes or drops them together.
+    """
+    draws = random_bits.uniform_bits(tf.shape(starts), seed, 32)
+    field = 2**RUNNING_SUM_BITS - 1
+    low = tf.bitwise.bitwise_and(draws, field)
+    high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(draws, RUNNING_SUM_BITS), field)
+    both = tf.where(tf.concat([starts, starts], axis=0), tf.concat([low, high], axis=0), 0)
+    sums = tf.bitwise.bitwise_and(row_lists.row_counts(both), field)
+    low_sums, high_sums = tf.split(sums, 2, axis=0)
+    return high_sums * 2**RUNNING_SUM_BITS + low_sums
+
+
 def span_lengths(shape, seed, span_length_p, max_span_length):
     """int32 span lengths in words, one per element of `shape`.
 
@@ -186,99 +215,6 @@ def covering_keys(priorities, lengths, max_span_length):
     return best
 
 
-def budget_bound(length, mask_rate, max_predictions=None):
-    """A bound on any row's token budget: a Python int when `length` is one.
-
-    `round(mask_rate * n) <= floor(mask_rate * length + 0.5)` for every
-    `n <= length`; at least 1, at most `length` and `max_predictions`. A
-    tensor rate (a schedule) with a static `length` gives `length` (static
-    widths for XLA).
-    """
-    if isinstance(length, int) and isinstance(mask_rate, float):
-        bound = min(length, max(1, int(math.floor(mask_rate * length + 0.5))))
-        return bound if max_predictions is None else min(bound, max_predictions)
-    if isinstance(length, int):  # a tensor rate (a schedule): the static bound
-        return length if max_predictions is None else min(length, max_predictions)
-    bound = tf.cast(tf.floor(tf.cast(mask_rate, tf.float64) * tf.cast(length, tf.float64) + 0.5), tf.int32)
-    bound = tf.clip_by_value(bound, 1, tf.maximum(tf.cast(length, tf.int32), 1))
-    return bound if max_predictions is None else tf.minimum(bound, max_predictions)
-
-
-def fill_budget(candidates, token_keys, budget, bound, cap=None, at_least_one=True):
-    """Takes whole words in ascending key order while within `budget` tokens.
-
-    Tokens of one word share a key. The kept words are those whose keys
-    come first, as many as fit in `budget[b]` tokens: if the token at the
-    budget's edge splits a word, that word is dropped. With `at_least_one`,
-    a row with candidates keeps its first word even when it alone exceeds
-    the budget, unless it exceeds `cap`. Two `NthElement`s find the keys at
-    the budget's edge; under XLA one `top_k` of static width `bound + 1`.
-    No ragged tensor.
-
-    Args:
-        candidates: bool `[B, T]`, the tokens that may be kept.
-        token_keys: int64 `[B, T]`, each token's word key (non-negative).
-        budget: int32 `[B]`, each at most the row's candidate count and `bound`.
-        bound: int (or int32 scalar) at least every `budget[b]`.
-        cap: `None` or an int: no word longer than this is kept.
-        at_least_one: whether a row keeps a word when none fits.
-    """
-    length = candidates.shape[1]
-    if length is None:
-        length = tf.shape(candidates)[1]
-        width = tf.minimum(length, bound + 1)
-    else:
-        width = min(length, bound + 1) if isinstance(bound, int) else tf.minimum(length, bound + 1)
-    # Descending order of -key is ascending order of key; non-candidates last.
-    values = tf.where(candidates, -token_keys, INT64_MIN)
-    if random_bits.in_xla_context():
-        top = tf.math.top_k(values, k=width).values
-        top = tf.pad(top, [[0, 0], [0, 1]], constant_values=INT64_MIN)
-        last = tf.gather(top, tf.maximum(budget - 1, 0), batch_dims=1)
-        following = tf.gather(top, budget, batch_dims=1)
-        first = top[:, 0]
-    else:
-        last, following = _budget_edge(values, budget)
-        first = tf.reduce_max(values, axis=1)
-    splits_word = tf.equal(last, following)
-    # Keep values >= threshold: the last whole word's key, or past the split word.
-    threshold = tf.where(splits_word, last + 1, last)
-    if at_least_one:
-        keeps_none = tf.logical_and(splits_word, tf.equal(last, first))
-        if cap is not None:
-            first_length = tf.reduce_sum(
-                tf.cast(tf.logical_and(candidates, tf.equal(values, first[:, None])), tf.int32),
-                axis=1,
-            )
-            keeps_none = tf.logical_and(keeps_none, first_length <= cap)
-        threshold = tf.where(keeps_none, first, threshold)
-    threshold = tf.where(budget > 0, threshold, INT64_MAX)
-    return tf.logical_and(candidates, values >= threshold[:, None])
-
-
-def _budget_edge(values, budget):
-    """Per row, the `budget`-th and `budget + 1`-th largest `values` (int64 `[B]`s).
-
-    Two `NthElement`s (selections, not a sort): every row is given
-    `M - budget[b]` leading dummies above all values, so that one `n` serves
-    every row; a trailing `INT64_MIN` column stands in past the row's end.
-    """
-    most = tf.maximum(tf.reduce_max(budget), 1)
-    leading = tf.range(most)[None, :] < (most - budget)[:, None]
-    dummies = tf.where(leading, INT64_MAX, INT64_MIN)
-    ends = tf.fill([tf.shape(values)[0], 1], tf.constant(INT64_MIN, tf.int64))
-    padded = tf.concat([dummies, values, ends], axis=1)
-    last = tf.raw_ops.NthElement(input=padded, n=most - 1, reverse=True)
-    following = tf.raw_ops.NthElement(input=padded, n=most, reverse=True)
-    return last, following
-
-
-def word_budget(eligible, mask_rate, max_predictions):
-    """int32 `[B]`: `round(mask_rate * eligible tokens)`, at least 1 when any."""
-    counts = tf.reduce_sum(tf.cast(eligible, tf.int32), axis=1)
-    return selection.exact_counts(counts, mask_rate, max_predictions)
-
-
 def span_words(
     eligible, word_index, mask_rate, seed, span_length_p=0.2, max_span_length=10,
     max_predictions=None,
@@ -303,15 +239,25 @@ def span_words(
         max_span_length: int >= 1, the longest span in words.
         max_predictions: `None` or an int cap on selected tokens per row.
     """
-    priority_seed, length_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    priority_seed, length_seed = seeds.split_seed(seed, 2)
     priorities = random_bits.uniform_bits(tf.shape(eligible), priority_seed, 32)
     lengths = span_lengths(tf.shape(eligible), length_seed, span_length_p, max_span_length)
     word_keys = covering_keys(priorities, lengths, max_span_length)
     token_keys = spread_to_tokens(word_keys, word_index)
     length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
-    bound = budget_bound(length, mask_rate, max_predictions)
-    budget = word_budget(eligible, mask_rate, max_predictions)
-    return fill_budget(eligible, token_keys, budget, bound, cap=max_predictions)
+    bound = budget_fill.budget_bound(length, mask_rate, max_predictions)
+    budget = budget_fill.word_budget(eligible, mask_rate, max_predictions)
+    key_bound = _priority_key_bound(length) * max_span_length
+    return budget_fill.fill_budget(
+        eligible, token_keys, budget, bound, key_bound, cap=max_predictions
+    )
+
+
+def _priority_key_bound(length):
+    """Above every `priority * length + position` key of 32-bit priorities."""
+    if isinstance(length, int):
+        return 2**32 * length
+    return tf.constant(2**32, tf.int64) * tf.cast(length, tf.int64)
 
 
 def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
@@ -321,6 +267,20 @@ def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
     """
     return span_words(
         eligible, word_index, mask_rate, seed, max_span_length=1, max_predictions=max_predictions
+    )
+
+
+def exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions=None):
+    """`exact_words` keyed by `running_sum_word_keys`: no word numbering and
+    no gather from word space (rows of at most 4,096 tokens, static width)."""
+    length = eligible.shape[1]
+    return budget_fill.fill_budget(
+        eligible,
+        running_sum_word_keys(starts, seed),
+        budget_fill.word_budget(eligible, mask_rate, max_predictions),
+        budget_fill.budget_bound(length, mask_rate, max_predictions),
+        2**WORD_KEY_BITS,
+        cap=max_predictions,
     )
 
 
@@ -336,11 +296,12 @@ def cap_words(selected, word_index, max_predictions, seed):
         priorities = random_bits.uniform_bits(tf.shape(selected), seed, 32)
         width = tf.shape(selected, out_type=tf.int64)[1]
         keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
-        return fill_budget(
+        return budget_fill.fill_budget(
             selected,
             spread_to_tokens(keys, word_index),
             tf.minimum(counts, max_predictions),
             max_predictions,
+            _priority_key_bound(selected.shape[1] or tf.shape(selected)[1]),
             at_least_one=False,
         )
 
@@ -372,6 +333,9 @@ def select_words(
     if granularity == "word" and selection_mode == "bernoulli" and max_predictions is None:
         if running_sums_apply(mask_rate, eligible.shape[1]):
             return bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed)
+    if granularity == "word" and selection_mode == "exact":
+        if running_sum_keys_apply(eligible.shape[1]):
+            return exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions)
     word_index = word_indices(starts)
     if granularity == "span":
         return span_words(
@@ -379,7 +343,7 @@ def select_words(
         )
     if selection_mode == "exact":
         return exact_words(eligible, word_index, mask_rate, seed, max_predictions)
-    selection_seed, cap_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    selection_seed, cap_seed = seeds.split_seed(seed, 2)
     selected = bernoulli_words(eligible, word_index, mask_rate, selection_seed)
     if max_predictions is not None:
         selected = cap_words(selected, word_index, max_predictions, cap_seed)

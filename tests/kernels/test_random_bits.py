@@ -215,3 +215,18 @@ def test_uniform_bits_are_uniform(bits):
     other = random_bits.uniform_bits(tf.constant([n]), seed(5, 7), bits).numpy()
     np.testing.assert_array_equal(values, again)
     assert (values != other).mean() > 0.99
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+@pytest.mark.parametrize("values", [(-5, 7), (3, -1), (2**40, 9), (-(2**63), 2**63 - 1)])
+def test_xla_draws_what_tensorflow_draws_for_any_seed(bits, values):
+    # XLA's stateless ops read seeds outside [0, 2**32) unlike TF's kernels;
+    # every draw goes through `philox_seed`, so a layer masks alike either way.
+    seed_values = tf.constant(values, tf.int64)
+
+    def draw(seed_values):
+        return random_bits.uniform_bits([4, 50], seed_values, bits)
+
+    plain = tf.function(draw)(seed_values).numpy()
+    compiled = tf.function(draw, jit_compile=True)(seed_values).numpy()
+    np.testing.assert_array_equal(plain, compiled)

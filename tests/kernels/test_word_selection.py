@@ -300,3 +300,43 @@ def test_rates_and_widths_past_the_running_sums_take_the_word_space_path(rate, l
     ids = random_batch(4, length)
     selected = select(ids, table, "word", "bernoulli", rate)
     assert_whole_words(selected, reference_words(ids, table))
+
+
+def test_running_sum_keys_are_shared_by_pieces_and_independent_across_words():
+    table = continuation_table(0.5)
+    ids = random_batch(400, 64)
+    eligible = tf.constant(ids > 3)
+    starts = word_selection.starts_from_table(tf.constant(ids), eligible, tf.constant(table))
+    keys = word_selection.running_sum_word_keys(starts, tf.constant([5, -7])).numpy()
+    assert keys.dtype == np.int32 and keys.min() >= 0 and keys.max() < 2**24
+    words = reference_words(ids, table)
+    firsts = first_pieces(words)
+    for b in range(ids.shape[0]):
+        for w in np.unique(words[b][words[b] >= 0]):
+            assert len(set(keys[b][words[b] == w])) == 1
+    # Uniform 24-bit keys: the top 4 bits of each word's key, and the pairs
+    # of consecutive words' top 2 bits, are uniform.
+    word_keys = [row[starts] for row, starts in zip(keys, firsts)]
+    flat = np.concatenate(word_keys)
+    observed = np.bincount(flat >> 20, minlength=16)
+    assert chi_square(observed, np.full(16, len(flat) / 16)) < chi2_critical(15)
+    pairs = np.concatenate([(k[:-1] >> 22) * 4 + (k[1:] >> 22) for k in word_keys])
+    observed = np.bincount(pairs, minlength=16)
+    assert chi_square(observed, np.full(16, len(pairs) / 16)) < chi2_critical(15)
+
+
+def test_exact_words_by_running_sums_compile_alike_with_a_cap():
+    table = continuation_table(0.3)
+    ids = tf.constant(random_batch(16, 64, pad_from=50))
+
+    def run(ids, seed):
+        return word_selection.select_words(
+            ids, ids > 3, seed, "word", "exact", 0.25, word_starts=tf.constant(table),
+            max_predictions=6,
+        )
+
+    seed = tf.constant([-3, 2**40], tf.int64)  # outside [0, 2**32): see random_bits.philox_seed
+    plain = tf.function(run)(ids, seed).numpy()
+    compiled = tf.function(run, jit_compile=True)(ids, seed).numpy()
+    np.testing.assert_array_equal(plain, compiled)
+    assert plain.sum(axis=1).max() <= 6
