@@ -284,24 +284,31 @@ def exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictio
     )
 
 
-def cap_words(selected, word_index, max_predictions, seed):
+def cap_words(selected, word_index, max_predictions, seed, starts=None):
     """Keeps whole selected words, in random order, within `max_predictions`.
 
     Runs only when some row selected more tokens than the cap; no word is
-    cut, so a row may keep fewer than `max_predictions` tokens.
+    cut, so a row may keep fewer than `max_predictions` tokens. Given the
+    word `starts` (and no `word_index`), the words are ordered by
+    `running_sum_word_keys`.
     """
     counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
 
     def capped():
-        priorities = random_bits.uniform_bits(tf.shape(selected), seed, 32)
-        width = tf.shape(selected, out_type=tf.int64)[1]
-        keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
+        if word_index is None:
+            keys, key_bound = running_sum_word_keys(starts, seed), 2**WORD_KEY_BITS
+        else:
+            priorities = random_bits.uniform_bits(tf.shape(selected), seed, 32)
+            width = tf.shape(selected, out_type=tf.int64)[1]
+            keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
+            keys = spread_to_tokens(keys, word_index)
+            key_bound = _priority_key_bound(selected.shape[1] or tf.shape(selected)[1])
         return budget_fill.fill_budget(
             selected,
-            spread_to_tokens(keys, word_index),
+            keys,
             tf.minimum(counts, max_predictions),
             max_predictions,
-            _priority_key_bound(selected.shape[1] or tf.shape(selected)[1]),
+            key_bound,
             at_least_one=False,
         )
 
@@ -330,9 +337,13 @@ def select_words(
         eligible, starts = starts_from_word_ids(word_ids, eligible)
     else:
         starts = starts_from_table(token_ids, eligible, word_starts)
-    if granularity == "word" and selection_mode == "bernoulli" and max_predictions is None:
+    if granularity == "word" and selection_mode == "bernoulli":
         if running_sums_apply(mask_rate, eligible.shape[1]):
-            return bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed)
+            if max_predictions is None:
+                return bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed)
+            selection_seed, cap_seed = seeds.split_seed(seed, 2)
+            selected = bernoulli_words_by_running_sums(eligible, starts, mask_rate, selection_seed)
+            return cap_words(selected, None, max_predictions, cap_seed, starts=starts)
     if granularity == "word" and selection_mode == "exact":
         if running_sum_keys_apply(eligible.shape[1]):
             return exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions)

@@ -325,13 +325,15 @@ def test_running_sum_keys_are_shared_by_pieces_and_independent_across_words():
     assert chi_square(observed, np.full(16, len(pairs) / 16)) < chi2_critical(15)
 
 
-def test_exact_words_by_running_sums_compile_alike_with_a_cap():
+@pytest.mark.parametrize("mode", ["exact", "bernoulli"])
+def test_running_sum_paths_compile_alike_and_keep_whole_words_within_a_cap(mode):
     table = continuation_table(0.3)
     ids = tf.constant(random_batch(16, 64, pad_from=50))
+    assert word_selection.running_sum_keys_apply(64)
 
     def run(ids, seed):
         return word_selection.select_words(
-            ids, ids > 3, seed, "word", "exact", 0.25, word_starts=tf.constant(table),
+            ids, ids > 3, seed, "word", mode, 0.25, word_starts=tf.constant(table),
             max_predictions=6,
         )
 
@@ -339,4 +341,5 @@ def test_exact_words_by_running_sums_compile_alike_with_a_cap():
     plain = tf.function(run)(ids, seed).numpy()
     compiled = tf.function(run, jit_compile=True)(ids, seed).numpy()
     np.testing.assert_array_equal(plain, compiled)
-    assert plain.sum(axis=1).max() <= 6
+    assert plain.sum(axis=1).max() <= 6 and plain.sum(axis=1).min() >= 1
+    assert_whole_words(plain, reference_words(ids.numpy(), table))
