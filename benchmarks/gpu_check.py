@@ -40,8 +40,10 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps")
     args = parser.parse_args()
-    if args.smoke:
+    modes = MODES
+    if args.smoke:  # one mode without and one with max_predictions: it runs, in seconds
         args.layers, args.width, args.batch, args.length, args.steps = 1, 32, 4, 32, 2
+        modes = ("fit", "masked_lm")
     gpus = tf.config.list_physical_devices("GPU")
     print(f"GPUs: {[g.name for g in gpus] or 'none (CPU only: auto leaves XLA off)'}")
     ids = in_model_cost.batch(args.batch, args.length)
@@ -54,7 +56,7 @@ def main():
     print("| output_mode | fit's jit_compile | step with masking | masking's share | "
           "layer alone under XLA |")
     print("|---|---|---|---|---|")
-    for mode in MODES:
+    for mode in modes:
         predictions = max(1, args.length * 3 // 20) if mode == "masked_lm" else None
         layer = in_model_cost.masking_layer(mode, max_predictions=predictions)
         model = in_model_cost.compiled(
