@@ -202,16 +202,13 @@ def covering_keys(priorities, lengths, max_span_length):
     """
     width = tf.shape(priorities, out_type=tf.int64)[1]
     span_keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
-    best = None
-    for offset in range(max_span_length):
-        if offset:
-            paddings = [[0, 0], [offset, 0]]
-            keys = tf.pad(span_keys, paddings, constant_values=INT64_MAX)[:, : tf.shape(span_keys)[1]]
-            reach = tf.pad(lengths, paddings)[:, : tf.shape(lengths)[1]]
-        else:
-            keys, reach = span_keys, lengths
-        candidate = tf.where(reach > offset, keys * max_span_length + offset, INT64_MAX)
-        best = candidate if best is None else tf.minimum(best, candidate)
+    first_keys = span_keys * max_span_length  # each span's key at offset 0
+    best = first_keys  # every word is its own span's offset 0
+    for offset in range(1, max_span_length):
+        # A span's key at `offset` where it reaches that far, moved `offset` words on.
+        reaching = tf.where(lengths > offset, first_keys + offset, INT64_MAX)
+        moved = tf.pad(reaching, [[0, 0], [offset, 0]], constant_values=INT64_MAX)
+        best = tf.minimum(best, moved[:, : tf.shape(reaching)[1]])
     return best
 
 
