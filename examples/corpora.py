@@ -21,10 +21,13 @@ import ast
 import dataclasses
 import functools
 import glob
+import hashlib
+import json
 import os
 import pathlib
 import re
 import sysconfig
+import tempfile
 import zlib
 
 import tensorflow as tf
@@ -371,15 +374,54 @@ def _check_common(validation_fraction, max_words, max_passages):
 
 @functools.lru_cache(maxsize=4)
 def _stdlib_texts(root):
-    """Every docstring under `root`, in file order (cached: parsing takes seconds)."""
+    """Every docstring under `root`, in file order.
+
+    Parsing takes seconds, so the result is cached in memory and on disk
+    (`_docstring_cache_path`), keyed by the files' paths, sizes and
+    modification times: a changed, added or removed file reparses all.
+    """
     root = pathlib.Path(root)
+    paths = [
+        path
+        for path in sorted(root.rglob("*.py"))
+        if not _STDLIB_SKIP_DIRS.intersection(path.relative_to(root).parts[:-1])
+        and path.is_file()
+    ]
+    cache = _docstring_cache_path(root, paths)
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            return tuple(json.load(handle))
+    except (OSError, ValueError):
+        pass
     texts = []
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root).parts
-        if _STDLIB_SKIP_DIRS.intersection(relative[:-1]) or not path.is_file():
-            continue
+    for path in paths:
         texts.extend(_docstrings(path))
+    _write_quietly(cache, json.dumps(texts))
     return tuple(texts)
+
+
+def _docstring_cache_path(root, paths):
+    """The cache file of `_stdlib_texts` for these files (under
+    `$XDG_CACHE_HOME/keras_dynmask`, else `~/.cache/keras_dynmask`)."""
+    digest = hashlib.sha256(str(root).encode())
+    for path in paths:
+        status = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    folder = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(folder, "keras_dynmask", f"docstrings-{digest.hexdigest()[:24]}.json")
+
+
+def _write_quietly(path, text):
+    """Writes `text` to `path` atomically; a cache that cannot be written is skipped."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=os.path.dirname(path), delete=False
+        ) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError:
+        pass
 
 
 def _docstrings(path):

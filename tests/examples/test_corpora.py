@@ -171,3 +171,29 @@ def test_tfds_loader_on_mocked_data(tmp_path):
         corpus = load_tfds("imdb_reviews", data_dir=str(tmp_path))
     assert corpus.train and corpus.validation
     assert "imdb_reviews" in corpus.name
+
+
+def test_docstrings_are_cached_on_disk_and_reparsed_when_a_file_changes(tmp_path, monkeypatch):
+    import corpora
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "lib"
+    root.mkdir()
+    (root / "a.py").write_text('"""Alpha module docs, long enough to keep."""\n')
+    (root / "b.py").write_text('def f():\n    """Beta function docs."""\n')
+    corpora._stdlib_texts.cache_clear()
+    first = corpora._stdlib_texts(str(root))
+    assert first == ("Alpha module docs, long enough to keep.", "Beta function docs.")
+    assert len(list((tmp_path / "cache" / "keras_dynmask").glob("docstrings-*.json"))) == 1
+
+    def no_parsing(path):
+        raise AssertionError(f"parsed {path} although the cache holds it")
+
+    corpora._stdlib_texts.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(corpora, "_docstrings", no_parsing)
+        assert corpora._stdlib_texts(str(root)) == first  # from the disk cache
+    (root / "b.py").write_text('def f():\n    """Beta changed."""\n')
+    corpora._stdlib_texts.cache_clear()
+    assert corpora._stdlib_texts(str(root))[1] == "Beta changed."
+    corpora._stdlib_texts.cache_clear()
