@@ -114,9 +114,8 @@ def _budget_edge(candidates, token_keys, budget, key_bound):
     dtype = token_keys.dtype
     key_bits = _bit_length(key_bound)
     shift = tf.cast(tf.maximum(key_bits - int(math.log2(EDGE_BINS)), 0), dtype)
-    # Non-candidates fall in bin EDGE_BINS (`2**key_bits >> shift`), past every key.
-    past_keys = tf.bitwise.left_shift(tf.constant(EDGE_BINS, dtype), shift)
-    bins = tf.bitwise.right_shift(tf.where(candidates, token_keys, past_keys), shift)
+    # Non-candidates fall in bin EDGE_BINS, past every key.
+    bins = tf.where(candidates, tf.bitwise.right_shift(token_keys, shift), EDGE_BINS)
     counts = tf.math.bincount(
         tf.cast(bins, tf.int32), minlength=EDGE_BINS + 1, maxlength=EDGE_BINS + 1, axis=-1
     )

@@ -25,7 +25,7 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists
 from keras_dynmask.kernels import seeds
 
-INT64_MAX = tf.int64.max
+INT32_MAX = tf.int32.max
 
 
 # Word boundaries.
@@ -189,25 +189,31 @@ def span_lengths(shape, seed, span_length_p, max_span_length):
     return lengths
 
 
-def covering_keys(priorities, lengths, max_span_length):
-    """int64 `[B, W]`: per word, the ordering key of the first span covering it.
+def offset_bits(max_span_length):
+    """Bits of a word's offset in its span: `covering_keys`' low bits."""
+    return max(max_span_length - 1, 1).bit_length()
 
-    The span starting at word `k` has key `priorities[k] * W + k` (unique)
-    and covers words `k .. k + lengths[k] - 1`; spans are added in
-    ascending key order. A word's key is `span_key * max_span_length +
-    offset`, the offset of the word in that span, so sorting words by key
-    lists them span by span, each span's new words left to right. Every
-    word is covered by its own span at least. `max_span_length` shifts of
-    the word space: O(B * W * max_span_length).
+
+def covering_keys(priorities, lengths, max_span_length):
+    """int32 `[B, W]`: per word, the ordering key of the first span covering it.
+
+    The span starting at word `k` has key `priorities[k]` (uniform below
+    `2**(31 - offset_bits)`) and covers words `k .. k + lengths[k] - 1`;
+    spans are added in ascending key order. A word's key is `span_key *
+    2**offset_bits + offset`, the offset of the word in that span, so
+    sorting words by key lists them span by span, each span's new words
+    left to right. Every word is covered by its own span at least. Two
+    spans share a key with chance `2**-(31 - offset_bits)` a pair (`2**-27`
+    for spans of up to 16 words): their words are then taken or dropped
+    together. Int32 keys halve the memory traffic of int64 ones. `max_span_length`
+    shifts of the word space: O(B * W * max_span_length).
     """
-    width = tf.shape(priorities, out_type=tf.int64)[1]
-    span_keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
-    first_keys = span_keys * max_span_length  # each span's key at offset 0
+    first_keys = tf.bitwise.left_shift(priorities, offset_bits(max_span_length))
     best = first_keys  # every word is its own span's offset 0
     for offset in range(1, max_span_length):
         # A span's key at `offset` where it reaches that far, moved `offset` words on.
-        reaching = tf.where(lengths > offset, first_keys + offset, INT64_MAX)
-        moved = tf.pad(reaching, [[0, 0], [offset, 0]], constant_values=INT64_MAX)
+        reaching = tf.where(lengths > offset, first_keys + offset, INT32_MAX)
+        moved = tf.pad(reaching, [[0, 0], [offset, 0]], constant_values=INT32_MAX)
         best = tf.minimum(best, moved[:, : tf.shape(reaching)[1]])
     return best
 
@@ -237,14 +243,16 @@ def span_words(
         max_predictions: `None` or an int cap on selected tokens per row.
     """
     priority_seed, length_seed = seeds.split_seed(seed, 2)
-    priorities = random_bits.uniform_bits(tf.shape(eligible), priority_seed, 32)
+    shift = tf.constant(1 + offset_bits(max_span_length), tf.uint32)
+    draws = random_bits.uniform_bits(tf.shape(eligible), priority_seed, 32)
+    priorities = tf.bitcast(tf.bitwise.right_shift(draws, shift), tf.int32)
     lengths = span_lengths(tf.shape(eligible), length_seed, span_length_p, max_span_length)
     word_keys = covering_keys(priorities, lengths, max_span_length)
     token_keys = spread_to_tokens(word_keys, word_index)
     length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
     bound = budget_fill.budget_bound(length, mask_rate, max_predictions)
     budget = budget_fill.word_budget(eligible, mask_rate, max_predictions)
-    key_bound = _priority_key_bound(length) * max_span_length
+    key_bound = 2**31  # covering_keys' int32
     return budget_fill.fill_budget(
         eligible, token_keys, budget, bound, key_bound, cap=max_predictions
     )

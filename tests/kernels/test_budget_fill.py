@@ -7,7 +7,9 @@ import tensorflow as tf
 from keras_dynmask.kernels import budget_fill
 
 
-@pytest.mark.parametrize("dtype, key_bound", [(tf.int32, 2**24), (tf.int64, 2**41)])
+@pytest.mark.parametrize(
+    "dtype, key_bound", [(tf.int32, 2**24), (tf.int32, 2**31), (tf.int64, 2**41)]
+)
 def test_budget_edge_equals_a_full_sort(dtype, key_bound):
     # Keys with many ties (words), non-candidates, and budgets from 0 to
     # every candidate: the histogram's two edge keys are the sorted list's.
