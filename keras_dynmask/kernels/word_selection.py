@@ -6,8 +6,9 @@ belongs to no word and ends the word before it. Every function works on
 `[B, T]` tensors with dense, static-shape ops that also compile with XLA:
 a cumulative sum numbers the words of each row (`word_indices`), per-word
 values live in a `[B, T]` "word space" (column `k` is row's word `k`; a row
-never has more than `T` words) and reach the tokens with one gather
-(`spread_to_tokens`); where rows are short enough, running sums of
+never has more than `T` words; span masking keeps it word-major, `[T, B]`,
+so that shifting by words is slicing rows) and reach the tokens with one
+gather (`spread_to_tokens`, `spread_word_major`); where rows are short enough, running sums of
 draws taken at the word starts give every piece its word's random value
 without that gather (`running_sum_word_keys`). No `[B, T, T]`
 intermediate, no ragged tensor, no loop over words: memory is O(B * T).
@@ -78,6 +79,13 @@ def spread_to_tokens(word_values, word_index):
     offsets = tf.range(shape[0])[:, None] * shape[1]
     flat = tf.gather(tf.reshape(word_values, [-1]), word_index + offsets)
     return tf.reshape(flat, shape)
+
+
+def spread_word_major(word_values, word_index):
+    """`word_values[word_index[b, t], b]` for word-major `[W, B]` values."""
+    batch_size = tf.shape(word_index)[0]
+    flat = tf.reshape(word_values, [-1])
+    return tf.gather(flat, word_index * batch_size + tf.range(batch_size)[:, None])
 
 
 # Strategies.
@@ -195,26 +203,31 @@ def offset_bits(max_span_length):
 
 
 def covering_keys(priorities, lengths, max_span_length):
-    """int32 `[B, W]`: per word, the ordering key of the first span covering it.
+    """int32 `[W, B]`: per word, the ordering key of the first span covering it.
 
-    The span starting at word `k` has key `priorities[k]` (uniform below
-    `2**(31 - offset_bits)`) and covers words `k .. k + lengths[k] - 1`;
-    spans are added in ascending key order. A word's key is `span_key *
-    2**offset_bits + offset`, the offset of the word in that span, so
-    sorting words by key lists them span by span, each span's new words
-    left to right. Every word is covered by its own span at least. Two
-    spans share a key with chance `2**-(31 - offset_bits)` a pair (`2**-27`
-    for spans of up to 16 words): their words are then taken or dropped
-    together. Int32 keys halve the memory traffic of int64 ones. `max_span_length`
-    shifts of the word space: O(B * W * max_span_length).
+    Word-major: `priorities` and `lengths` are `[W + max_span_length - 1,
+    B]`, row `max_span_length - 1 + k` holding the span that starts at word
+    `k` (the leading rows are padding and reach no word). The span's key is
+    its priority (uniform below `2**(31 - offset_bits)`); it covers words
+    `k .. k + length - 1`, and spans are added in ascending key order. A
+    word's key is `span_key * 2**offset_bits + offset`, the offset of the
+    word in that span, so sorting words by key lists them span by span,
+    each span's new words left to right. Every word is covered by its own
+    span at least. Two spans share a key with chance `2**-(31 -
+    offset_bits)` a pair (`2**-27` for spans of up to 16 words): their words
+    are then taken or dropped together. Shifting by words is slicing rows,
+    which shares memory when a row is 64-byte aligned (B a multiple of
+    16): each of the `max_span_length` offsets costs four elementwise
+    passes, O(B * W * max_span_length), and no copy.
     """
+    reach = max_span_length - 1
+    width = tf.shape(priorities)[0] - reach
     first_keys = tf.bitwise.left_shift(priorities, offset_bits(max_span_length))
-    best = first_keys  # every word is its own span's offset 0
+    best = first_keys[reach:]  # every word is its own span's offset 0
     for offset in range(1, max_span_length):
-        # A span's key at `offset` where it reaches that far, moved `offset` words on.
-        reaching = tf.where(lengths > offset, first_keys + offset, INT32_MAX)
-        moved = tf.pad(reaching, [[0, 0], [offset, 0]], constant_values=INT32_MAX)
-        best = tf.minimum(best, moved[:, : tf.shape(reaching)[1]])
+        start = reach - offset  # spans starting `offset` words before
+        keys, spans = first_keys[start : start + width], lengths[start : start + width]
+        best = tf.minimum(best, tf.where(spans > offset, keys + offset, INT32_MAX))
     return best
 
 
@@ -243,12 +256,16 @@ def span_words(
         max_predictions: `None` or an int cap on selected tokens per row.
     """
     priority_seed, length_seed = seeds.split_seed(seed, 2)
+    # Word-major draws, `max_span_length - 1` leading rows of padding spans.
+    batch_size, width = tf.unstack(tf.shape(eligible))
+    padding = max_span_length - 1
     shift = tf.constant(1 + offset_bits(max_span_length), tf.uint32)
-    draws = random_bits.uniform_bits(tf.shape(eligible), priority_seed, 32)
+    draws = random_bits.uniform_bits([width + padding, batch_size], priority_seed, 32)
     priorities = tf.bitcast(tf.bitwise.right_shift(draws, shift), tf.int32)
-    lengths = span_lengths(tf.shape(eligible), length_seed, span_length_p, max_span_length)
+    lengths = span_lengths([width, batch_size], length_seed, span_length_p, max_span_length)
+    lengths = tf.pad(lengths, [[padding, 0], [0, 0]])  # padding spans reach no word
     word_keys = covering_keys(priorities, lengths, max_span_length)
-    token_keys = spread_to_tokens(word_keys, word_index)
+    token_keys = spread_word_major(word_keys, word_index)
     length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
     bound = budget_fill.budget_bound(length, mask_rate, max_predictions)
     budget = budget_fill.word_budget(eligible, mask_rate, max_predictions)
