@@ -221,6 +221,27 @@ def test_span_lengths_follow_the_truncated_geometric_law():
     assert abs(lengths.mean() - 3.797) < 0.03  # SpanBERT's mean span, 3.8 words
 
 
+@pytest.mark.parametrize("p, longest", [(0.3, 4), (0.5, 20)])
+def test_span_lengths_law_and_xla_for_other_laws(p, longest):
+    n = 200_000
+    law = np.array([p * (1 - p) ** (l - 1) for l in range(1, longest + 1)])
+    law /= law.sum()
+
+    def draw(seed):
+        return word_selection.span_lengths([n], seed, p, longest)
+
+    seed = tf.constant([11, -12], tf.int64)
+    lengths = tf.function(draw)(seed).numpy()
+    np.testing.assert_array_equal(lengths, tf.function(draw, jit_compile=True)(seed).numpy())
+    observed = np.bincount(lengths, minlength=longest + 1)[1:]
+    expected = n * law
+    kept = expected >= 5  # chi-square cells with enough expected counts
+    rest = [observed[~kept].sum()] if (~kept).any() else []
+    cells = np.concatenate([observed[kept], rest])
+    means = np.concatenate([expected[kept], [expected[~kept].sum()] if (~kept).any() else []])
+    assert chi_square(cells, means) < chi2_critical(len(cells) - 1)
+
+
 def test_spans_are_runs_of_whole_words_with_the_law_of_lengths():
     # Long rows of one-token words at a low rate: spans rarely touch, so the
     # selected runs' lengths follow the span-length law (the budget's last,
