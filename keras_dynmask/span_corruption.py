@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import noise_spans
+from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import sentinels as sentinel_kernels
 from keras_dynmask.masking_layer import MaskingLayer
@@ -154,8 +155,8 @@ class SpanCorruption(MaskingLayer):
         """Validates the arguments every span-corruption layer shares."""
         check = validation
         vocabulary_size = self.vocabulary_size
-        self.num_sentinels = check.as_int("num_sentinels", num_sentinels, 1, vocabulary_size)
         if sentinel_ids is None:
+            self.num_sentinels = check.as_int("num_sentinels", num_sentinels, 1, vocabulary_size)
             self._given_sentinel_ids = None
             self.sentinel_ids = [vocabulary_size - 1 - i for i in range(self.num_sentinels)]
         else:
@@ -257,6 +258,13 @@ class SpanCorruption(MaskingLayer):
     def call(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
         validation.check_integer_ids(type(self).__name__, "token_ids", token_ids, (1, 2))
+        if random_bits.in_xla_context() and None in (self.inputs_length, self.targets_length):
+            raise ValueError(
+                f"{type(self).__name__} under XLA (`jit_compile=True`, Keras' default on a "
+                "GPU) needs fixed `inputs_length` and `targets_length` (static output "
+                f"shapes). Received: inputs_length={self.inputs_length!r}, "
+                f"targets_length={self.targets_length!r}"
+            )
         if training is None or training is False:
             outputs = self._outputs(token_ids, None)
         elif training is True:

@@ -387,3 +387,42 @@ def test_runs_under_xla_with_fixed_lengths():
     assert out["inputs"].shape == (40, 56)
     check_rows(out, ids, lengths, density=0.3)
     assert compiled.experimental_get_compiler_ir(tf.constant(ids), tf.constant([6, 7]))()
+
+
+@pytest.mark.parametrize("lengths", [{}, {"inputs_length": 6, "targets_length": 4}])
+@pytest.mark.parametrize("shape", [(0,), (2, 0)])
+@pytest.mark.parametrize("training", [True, False])
+def test_rows_of_width_zero_give_just_the_eos(lengths, shape, training):
+    # Once a segfault (fixed lengths) or an InvalidArgumentError: the width-0
+    # row's length was reduce_max over nothing, INT32_MIN.
+    from keras_dynmask import DenoiserMixture
+
+    for layer in (make_layer(**lengths), DenoiserMixture(VOCAB, eos_id=EOS, **lengths)):
+        out = layer(tf.zeros(shape, tf.int32), training=training, seed=tf.constant([1, 2]))
+        for key in ("inputs", "targets"):
+            rows = np.reshape(out[key].numpy(), (-1, out[key].shape[-1]))
+            assert rows.shape[0] == (shape[0] if len(shape) == 2 else 1)
+            for row in rows:
+                got = strip(row, eos_id=EOS)
+                if key == "inputs" and isinstance(layer, DenoiserMixture):
+                    got = got[1:]  # the mode token
+                assert got == [], (key, row)
+
+
+@pytest.mark.parametrize("mixture", [False, True])
+def test_xla_without_fixed_lengths_is_a_clear_error(mixture):
+    # Once an abort of the whole process (an XLA check on an empty literal).
+    from keras_dynmask import DenoiserMixture
+
+    layer = DenoiserMixture(VOCAB, eos_id=EOS) if mixture else make_layer()
+    compiled = tf.function(lambda x: layer(x, training=True, seed=tf.constant([3, 4])), jit_compile=True)
+    with pytest.raises(ValueError, match="needs fixed `inputs_length` and `targets_length`.*inputs_length=None"):
+        compiled(tf.constant([[5, 6, 7, 8, 9, 10]]))
+
+
+def test_explicit_sentinel_ids_in_a_small_vocabulary():
+    # The default num_sentinels (100) was checked against the vocabulary first.
+    layer = SpanCorruption(100, sentinel_ids=[99, 98, 97], eos_id=1)
+    assert layer.num_sentinels == 3 and layer.sentinel_ids == [99, 98, 97]
+    restored = SpanCorruption.from_config(layer.get_config())
+    assert restored.sentinel_ids == [99, 98, 97]

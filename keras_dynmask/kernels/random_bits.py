@@ -69,12 +69,23 @@ def choose_bits(probabilities):
     return 16 if precise_enough(probabilities, 16) else 32
 
 
+# Odd, so that distinct high words fold to distinct values (2**32 / golden ratio).
+SEED_FOLD_MULTIPLIER = 0x9E3779B9
+
+
 def philox_seed(seed):
     """`seed` as int64 in `[0, 2**32)`: the seeds on which XLA's stateless
     random ops draw what TensorFlow's kernels draw (they read negative or
     wider seed values differently, so the same layer call would mask
-    otherwise under `jit_compile=True`)."""
-    return tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), 0xFFFFFFFF)
+    otherwise under `jit_compile=True`). Each value's high 32 bits, times
+    an odd constant, are XORed into its low ones, so seeds that differ only
+    there (0 and -1, 3 and 3 + 2**32) still draw differently; seeds already
+    in range are kept as they are."""
+    seed = tf.cast(seed, tf.int64)
+    high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(seed, 32), 0xFFFFFFFF)
+    mixed = tf.bitwise.bitwise_xor(seed, high * SEED_FOLD_MULTIPLIER)
+    return tf.bitwise.bitwise_and(mixed, 0xFFFFFFFF)
+
 
 
 def uniform_bits(shape, seed, bits):

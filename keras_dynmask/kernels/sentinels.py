@@ -37,7 +37,8 @@ def trailing_lengths(token_ids, pad_token_id):
         return tf.fill(tf.shape(token_ids)[:1], width)
     positions = tf.range(1, width + 1)[None, :]
     real = tf.not_equal(token_ids, tf.constant(pad_token_id, token_ids.dtype))
-    return tf.reduce_max(tf.where(real, positions, 0), axis=1)
+    # At least 0: a row of width 0 has no maximum (reduce_max gives INT32_MIN).
+    return tf.maximum(tf.reduce_max(tf.where(real, positions, 0), axis=1), 0)
 
 
 def sentinel_values(indices, sentinel_ids, dtype):

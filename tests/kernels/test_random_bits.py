@@ -230,3 +230,15 @@ def test_xla_draws_what_tensorflow_draws_for_any_seed(bits, values):
     plain = tf.function(draw)(seed_values).numpy()
     compiled = tf.function(draw, jit_compile=True)(seed_values).numpy()
     np.testing.assert_array_equal(plain, compiled)
+
+
+def test_seeds_differing_only_above_32_bits_draw_differently():
+    low = random_bits.uniform_bits([64], tf.constant([0, 3], tf.int64), 32).numpy()
+    for wide in ([2**40, 3], [0, 3 + 2**32], [-1, 3]):
+        other = random_bits.uniform_bits([64], tf.constant(wide, tf.int64), 32).numpy()
+        assert (low != other).any(), wide
+    # In-range seeds are used as they are.
+    same = tf.random.stateless_uniform(
+        [64], tf.constant([0, 3], tf.int64), minval=None, maxval=None, dtype=tf.int32
+    )
+    np.testing.assert_array_equal(low, tf.bitcast(same, tf.uint32).numpy())

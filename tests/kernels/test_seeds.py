@@ -52,15 +52,20 @@ def test_element_seed_is_the_salted_fold_of_epoch_and_index(base_seed):
     assert as_list(got) != as_list(seeds.keyed_seed(base_seed, 2, 11))
 
 
-def test_split_seed_is_stateless_split_of_the_low_32_bits():
+def test_split_seed_is_stateless_split_of_the_folded_seed():
     key = tf.constant([3, 4], tf.int64)
     parts = seeds.split_seed(key, 3)
     want = tf.random.experimental.stateless_split(key, 3).numpy().tolist()
     assert [as_list(p) for p in parts] == want
     assert len({tuple(as_list(p)) for p in parts}) == 3
-    # Seeds outside [0, 2**32) split as their low 32 bits, alike under XLA.
+    # Seeds outside [0, 2**32) split as their folded 32 bits, alike under XLA.
     wide = tf.constant([-1, 2**32 + 4], tf.int64)
-    low = tf.constant([2**32 - 1, 4], tf.int64)
+
+    def fold(value):
+        high, low = (value >> 32) & 0xFFFFFFFF, value & 0xFFFFFFFF
+        return low ^ ((high * 0x9E3779B9) & 0xFFFFFFFF)
+
+    low = tf.constant([fold(-1), fold(2**32 + 4)], tf.int64)
     assert [as_list(p) for p in seeds.split_seed(wide, 2)] == [
         as_list(p) for p in seeds.split_seed(low, 2)
     ]
