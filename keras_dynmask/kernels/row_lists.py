@@ -41,21 +41,22 @@ def pad_rows(values, row_ids, nrows, width=None, default=0):
 COUNT_BLOCK = 32
 
 
-def row_counts(flags):
+def row_counts(flags, float_dtype=tf.float32):
     """int32 `[B, T]`: the number of True flags at or before each position.
 
     `flags` may also hold small non-negative integers: their running sums.
     A cumulative sum, computed as a product with a `COUNT_BLOCK`-wide
     triangular matrix inside blocks plus a cumulative sum over the block
     totals: a third of `tf.cumsum`'s time on a CPU. Exact while every sum
-    stays below 2**24 (float32's integers).
+    stays below 2**24 (float32's integers); with `float_dtype=tf.float64`,
+    below 2**53, and the sums come back as int64.
     """
     shape = tf.shape(flags)
     padded = -(-shape[1] // COUNT_BLOCK) * COUNT_BLOCK
-    values = tf.pad(tf.cast(flags, tf.float32), [[0, 0], [0, padded - shape[1]]])
-    triangle = tf.linalg.band_part(tf.ones([COUNT_BLOCK, COUNT_BLOCK]), 0, -1)
+    values = tf.pad(tf.cast(flags, float_dtype), [[0, 0], [0, padded - shape[1]]])
+    triangle = tf.linalg.band_part(tf.ones([COUNT_BLOCK, COUNT_BLOCK], float_dtype), 0, -1)
     inner = tf.matmul(tf.reshape(values, [-1, COUNT_BLOCK]), triangle)
     inner = tf.reshape(inner, [shape[0], padded // COUNT_BLOCK, COUNT_BLOCK])
     before = tf.cumsum(inner[:, :, -1], axis=1, exclusive=True)
     counts = tf.reshape(inner + before[:, :, None], [shape[0], padded])
-    return tf.cast(counts[:, : shape[1]], tf.int32)
+    return tf.cast(counts[:, : shape[1]], tf.int32 if float_dtype == tf.float32 else tf.int64)

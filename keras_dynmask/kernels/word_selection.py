@@ -146,32 +146,31 @@ def bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed):
     return tf.logical_and(eligible, values < threshold)
 
 
-# Bits of `running_sum_word_keys`: two 12-bit running sums.
-WORD_KEY_BITS = 2 * RUNNING_SUM_BITS
+# Bits of `running_sum_word_keys`' keys.
+WORD_KEY_BITS = 24
 
 
 def running_sum_keys_apply(length):
-    """Whether `running_sum_word_keys` serves rows of static `length`."""
-    return isinstance(length, int) and length * 2**RUNNING_SUM_BITS <= 2**24
+    """Whether `running_sum_word_keys` serves rows of `length`: a static
+    width whose float64 running sums of 24-bit draws stay exact."""
+    return isinstance(length, int) and length * 2**WORD_KEY_BITS <= 2**53
 
 
 def running_sum_word_keys(starts, seed):
     """int32 `[B, T]`: a uniform 24-bit key per word, shared by its pieces.
 
-    Two 12-bit running sums of draws taken at the word starts, as in
-    `bernoulli_words_by_running_sums`: successive words' keys are
-    independent and uniform in `[0, 2**24)`, and no gather moves them from
-    word space to the tokens. Two words share a key with chance `2**-24`
-    a pair; `fill_budget` then takes or drops them together.
+    The running sum of 24-bit draws taken at the word starts, mod
+    `2**24` (in float64, exact), as in `bernoulli_words_by_running_sums`:
+    successive words' keys are independent and uniform in `[0, 2**24)`,
+    and no gather moves them from word space to the tokens. Two words
+    share a key with chance `2**-24` a pair; `fill_budget` then takes or
+    drops them together.
     """
+    field = 2**WORD_KEY_BITS - 1
     draws = random_bits.uniform_bits(tf.shape(starts), seed, 32)
-    field = 2**RUNNING_SUM_BITS - 1
-    low = tf.bitwise.bitwise_and(draws, field)
-    high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(draws, RUNNING_SUM_BITS), field)
-    both = tf.where(tf.concat([starts, starts], axis=0), tf.concat([low, high], axis=0), 0)
-    sums = tf.bitwise.bitwise_and(row_lists.row_counts(both), field)
-    low_sums, high_sums = tf.split(sums, 2, axis=0)
-    return high_sums * 2**RUNNING_SUM_BITS + low_sums
+    word_draws = tf.where(starts, tf.bitwise.bitwise_and(tf.bitcast(draws, tf.int32), field), 0)
+    sums = row_lists.row_counts(word_draws, float_dtype=tf.float64)
+    return tf.cast(tf.bitwise.bitwise_and(sums, field), tf.int32)
 
 
 def span_lengths(shape, seed, span_length_p, max_span_length):

@@ -53,3 +53,10 @@ def test_row_counts_is_an_exact_cumulative_sum(length):
     np.testing.assert_array_equal(
         row_lists.row_counts(tf.constant(flags)), np.cumsum(flags, axis=1)
     )
+
+
+def test_row_counts_in_float64_stay_exact_past_float32s_integers():
+    values = np.random.default_rng(4).integers(0, 2**24, size=(3, 1000))
+    sums = row_lists.row_counts(tf.constant(values, tf.int32), float_dtype=tf.float64)
+    assert sums.dtype == tf.int64
+    np.testing.assert_array_equal(sums.numpy(), np.cumsum(values, axis=1))
