@@ -87,7 +87,6 @@ def philox_seed(seed):
     return tf.bitwise.bitwise_and(mixed, 0xFFFFFFFF)
 
 
-
 def uniform_bits(shape, seed, bits):
     """Uniform unsigned integers of `bits` (16 or 32) bits, shape `shape`.
 

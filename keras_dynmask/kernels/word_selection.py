@@ -8,10 +8,11 @@ a cumulative sum numbers the words of each row (`word_indices`), per-word
 values live in a `[B, T]` "word space" (column `k` is row's word `k`; a row
 never has more than `T` words; span masking keeps it word-major, `[T, B]`,
 so that shifting by words is slicing rows) and reach the tokens with one
-gather (`spread_to_tokens`, `spread_word_major`); where rows are short enough, running sums of
-draws taken at the word starts give every piece its word's random value
-without that gather (`running_sum_word_keys`). No `[B, T, T]`
-intermediate, no ragged tensor, no loop over words: memory is O(B * T).
+gather (`spread_to_tokens`, `spread_word_major`). Where a word needs only
+a uniform random value (Bernoulli, exact, the cap), running sums of draws
+taken at the word starts give every piece its word's value without that
+gather (`running_sum_word_values`). No `[B, T, T]` intermediate, no
+ragged tensor, no loop over words: memory is O(B * T).
 
 A selection strategy is one function here returning a bool `[B, T]` in
 which every word is selected whole or not at all: `bernoulli_words`,
@@ -128,49 +129,46 @@ def running_sums_apply(mask_rate, length):
     )
 
 
-def bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed):
-    """Selects each word, whole, with probability `mask_rate`, without a gather.
+def running_sum_word_values(starts, seed, bits):
+    """int32 `[B, T]`: a uniform value in `[0, 2**bits)` per word, shared by its pieces.
 
-    Each word start draws `u` uniform in `[0, M)` (`M = 2**12`); a token's
-    value is the running sum of the draws at the starts up to it, mod `M`,
-    so every piece of a word has its word's value. Successive words' values
-    `X_w = X_(w-1) + u_w mod M` are independent and uniform (the map from
-    the `u` to the `X` is a bijection of `Z_M^n`), and a word is selected
-    when its value is below `round(mask_rate * M)`. The running sums are
-    `row_lists.row_counts`' matrix products: no per-token gather.
+    Each word start draws `u` uniform in `[0, M)` (`M = 2**bits`); a
+    token's value is the running sum of the draws at the starts up to it,
+    mod `M`, so every piece of a word has its word's value. Successive
+    words' values `X_w = X_(w-1) + u_w mod M` are independent and uniform
+    (the map from the `u` to the `X` is a bijection of `Z_M^n`). The running
+    sums are `row_lists.row_counts`' matrix products, in float32 where its
+    integers hold every sum, else float64: no per-token gather from a
+    per-word draw.
     """
+    field = 2**bits - 1
+    draws = random_bits.uniform_bits(tf.shape(starts), seed, 16 if bits <= 16 else 32)
+    word_draws = tf.where(starts, tf.bitwise.bitwise_and(draws, field), 0)
+    width = starts.shape[1]
+    in_float32 = isinstance(width, int) and width * 2**bits <= 2**24
+    sums = row_lists.row_counts(word_draws, tf.float32 if in_float32 else tf.float64)
+    return tf.cast(tf.bitwise.bitwise_and(sums, field), tf.int32)
+
+
+def bernoulli_words_by_running_sums(eligible, starts, mask_rate, seed):
+    """Selects each word, whole, with probability `mask_rate`, without a gather:
+    a word is selected when its `running_sum_word_values` value (12 bits)
+    is below `round(mask_rate * 2**12)`."""
     threshold = random_bits.thresholds_for([mask_rate], RUNNING_SUM_BITS)[0]
-    draws = random_bits.uniform_bits(tf.shape(eligible), seed, 16)
-    word_draws = tf.where(starts, tf.bitwise.bitwise_and(draws, 2**RUNNING_SUM_BITS - 1), 0)
-    values = tf.bitwise.bitwise_and(row_lists.row_counts(word_draws), 2**RUNNING_SUM_BITS - 1)
+    values = running_sum_word_values(starts, seed, RUNNING_SUM_BITS)
     return tf.logical_and(eligible, values < threshold)
 
 
-# Bits of `running_sum_word_keys`' keys.
+# Bits of the word keys of whole-word exact selection and the cap: two words
+# share a key with chance 2**-24 a pair; `fill_budget` then takes or drops
+# them together.
 WORD_KEY_BITS = 24
 
 
 def running_sum_keys_apply(length):
-    """Whether `running_sum_word_keys` serves rows of `length`: a static
+    """Whether `running_sum_word_values` keys rows of `length`: a static
     width whose float64 running sums of 24-bit draws stay exact."""
     return isinstance(length, int) and length * 2**WORD_KEY_BITS <= 2**53
-
-
-def running_sum_word_keys(starts, seed):
-    """int32 `[B, T]`: a uniform 24-bit key per word, shared by its pieces.
-
-    The running sum of 24-bit draws taken at the word starts, mod
-    `2**24` (in float64, exact), as in `bernoulli_words_by_running_sums`:
-    successive words' keys are independent and uniform in `[0, 2**24)`,
-    and no gather moves them from word space to the tokens. Two words
-    share a key with chance `2**-24` a pair; `fill_budget` then takes or
-    drops them together.
-    """
-    field = 2**WORD_KEY_BITS - 1
-    draws = random_bits.uniform_bits(tf.shape(starts), seed, 32)
-    word_draws = tf.where(starts, tf.bitwise.bitwise_and(tf.bitcast(draws, tf.int32), field), 0)
-    sums = row_lists.row_counts(word_draws, float_dtype=tf.float64)
-    return tf.cast(tf.bitwise.bitwise_and(sums, field), tf.int32)
 
 
 def span_lengths(shape, seed, span_length_p, max_span_length):
@@ -292,12 +290,12 @@ def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
 
 
 def exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions=None):
-    """`exact_words` keyed by `running_sum_word_keys`: no word numbering and
-    no gather from word space (rows of at most 4,096 tokens, static width)."""
+    """`exact_words` keyed by `running_sum_word_values`: no word numbering
+    and no gather from word space (`running_sum_keys_apply` widths)."""
     length = eligible.shape[1]
     return budget_fill.fill_budget(
         eligible,
-        running_sum_word_keys(starts, seed),
+        running_sum_word_values(starts, seed, WORD_KEY_BITS),
         budget_fill.word_budget(eligible, mask_rate, max_predictions),
         budget_fill.budget_bound(length, mask_rate, max_predictions),
         2**WORD_KEY_BITS,
@@ -311,13 +309,14 @@ def cap_words(selected, word_index, max_predictions, seed, starts=None):
     Runs only when some row selected more tokens than the cap; no word is
     cut, so a row may keep fewer than `max_predictions` tokens. Given the
     word `starts` (and no `word_index`), the words are ordered by
-    `running_sum_word_keys`.
+    `running_sum_word_values`.
     """
     counts = tf.reduce_sum(tf.cast(selected, tf.int32), axis=1)
 
     def capped():
         if word_index is None:
-            keys, key_bound = running_sum_word_keys(starts, seed), 2**WORD_KEY_BITS
+            keys = running_sum_word_values(starts, seed, WORD_KEY_BITS)
+            key_bound = 2**WORD_KEY_BITS
         else:
             priorities = random_bits.uniform_bits(tf.shape(selected), seed, 32)
             width = tf.shape(selected, out_type=tf.int64)[1]

@@ -328,7 +328,7 @@ def test_running_sum_keys_are_shared_by_pieces_and_independent_across_words():
     ids = random_batch(400, 64)
     eligible = tf.constant(ids > 3)
     starts = word_selection.starts_from_table(tf.constant(ids), eligible, tf.constant(table))
-    keys = word_selection.running_sum_word_keys(starts, tf.constant([5, -7])).numpy()
+    keys = word_selection.running_sum_word_values(starts, tf.constant([5, -7]), 24).numpy()
     assert keys.dtype == np.int32 and keys.min() >= 0 and keys.max() < 2**24
     words = reference_words(ids, table)
     firsts = first_pieces(words)
