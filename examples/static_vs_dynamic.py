@@ -188,20 +188,51 @@ def families(args):
 # One run.
 
 
-def fresh_encoder(tokenizer, seed, total_steps, args, reuse=None):
-    """The encoder as `seed` initialises it, compiled, with a fresh optimizer.
+def initial_weights(tokenizer, seeds, args):
+    """The encoder's initial variables for each run seed, drawn up front.
 
-    Building and compiling a model, then tracing its train step, costs more
-    than a short run trains; so the family's first compiled model is
-    reused: every variable (weights and dropout's random state) is set to a
-    model freshly built under `seed`, and the optimizer's state (step
-    count, moments) is zeroed, which is exactly the state a new model
-    starts in. (`total_steps`, baked into the learning-rate schedule, is
-    the same for every run of a family.)
+    `keras.utils.set_random_seed` (which seeds the initialisation) also
+    clears TensorFlow's kernel cache, so every compiled function is built
+    again on its next call: called between runs, it would cost each run the
+    first step's graph set-up (seconds here). Drawing every seed's weights
+    before the first run keeps that cost to the first run of a family.
 
     Args:
         tokenizer: the `WordPieceTokenizer`.
-        seed: int, seeds the initialisation and dropout.
+        seeds: the run seeds.
+        args: the flags (model size).
+
+    Returns:
+        A dict: seed -> list of arrays, one per `model.variables` (weights
+        and dropout's random state), as a model built under that seed has.
+    """
+    weights = {}
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = pretrain_mlm.build_encoder(
+            tokenizer.vocabulary_size,
+            args.sequence_length,
+            pad_token_id=tokenizer.pad_id,
+            **example_common.model_size(args),
+        )
+        weights[seed] = [variable.numpy() for variable in model.variables]
+    return weights
+
+
+def fresh_encoder(tokenizer, weights, total_steps, args, reuse=None):
+    """The encoder with a run's initial weights, compiled, with a fresh optimizer.
+
+    Building and compiling a model, then tracing its train step, costs more
+    than a short run trains; so the family's first compiled model is
+    reused: every variable (weights and dropout's random state) is set to
+    the run's initial values, and the optimizer's state (step count,
+    moments) is zeroed, which is exactly the state a new model starts in.
+    (`total_steps`, baked into the learning-rate schedule, is the same for
+    every run of a family.)
+
+    Args:
+        tokenizer: the `WordPieceTokenizer`.
+        weights: one seed's entry of `initial_weights`.
         total_steps: int, steps of the learning-rate schedule.
         args: the flags (model size, learning rate).
         reuse: `None`, or a model this function returned before.
@@ -209,35 +240,36 @@ def fresh_encoder(tokenizer, seed, total_steps, args, reuse=None):
     Returns:
         A compiled `keras.Model`.
     """
-    keras.utils.set_random_seed(seed)
-    model = pretrain_mlm.build_encoder(
-        tokenizer.vocabulary_size,
-        args.sequence_length,
-        pad_token_id=tokenizer.pad_id,
-        **example_common.model_size(args),
-    )
-    if reuse is None:
+    model = reuse
+    if model is None:
+        model = pretrain_mlm.build_encoder(
+            tokenizer.vocabulary_size,
+            args.sequence_length,
+            pad_token_id=tokenizer.pad_id,
+            **example_common.model_size(args),
+        )
         pretrain_mlm.compile_encoder(model, args.learning_rate, total_steps)
-        return model
-    for target, source in zip(reuse.variables, model.variables, strict=True):
-        target.assign(source)
-    for variable in reuse.optimizer.variables:
-        variable.assign(tf.zeros_like(variable))
-    return reuse
+    else:
+        for variable in model.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+    for variable, value in zip(model.variables, weights, strict=True):
+        variable.assign(value)
+    return model
 
 
-def train_one(arm, family, seed, rows, evaluation, tokenizer, args, model=None):
+def train_one(arm, family, seed, rows, evaluation, tokenizer, args, weights, model=None):
     """Trains one fresh encoder under one arm's masking.
 
     Args:
         arm: str, the arm's name.
         family: dict from `families`: `"epochs"`, `"evaluate_every"`.
-        seed: int, the run seed (initialisation, dropout, order, masks).
+        seed: int, the run seed (data order and masks).
         rows: int32 array `[N, T]`, the family's training sequences.
         evaluation: dict with `"token"` (the fixed 15 % token-level held-out
             dataset) and, per arm with a masking of another kind, its own.
         tokenizer: the `WordPieceTokenizer`.
         args: the flags.
+        weights: the run seed's initial variables (`initial_weights`).
         model: `None`, or the family's model from an earlier run.
 
     Returns:
@@ -251,11 +283,10 @@ def train_one(arm, family, seed, rows, evaluation, tokenizer, args, model=None):
     masker = arms.arm_masker(
         arm, tokenizer, args.mask_rate, total_steps, args.schedule_start
     )
-    keras.utils.set_random_seed(seed)
     train = arms.training_batches(
         arm, rows, masker, args.batch_size, family["epochs"], seed
     ).prefetch(tf.data.AUTOTUNE)
-    model = fresh_encoder(tokenizer, seed, total_steps, args, reuse=model)
+    model = fresh_encoder(tokenizer, weights, total_steps, args, reuse=model)
     every = family["evaluate_every"]
     # One Keras epoch = `every` passes over the data, then one evaluation.
     history, seconds = example_common.timed_fit(
@@ -361,6 +392,7 @@ def run(args):
     history_path = os.path.join(args.output, "history.json")
     total_steps = sum(f["steps"] * len(f["arms"]) * args.seeds for f in chosen.values())
     total_runs = sum(len(f["arms"]) * args.seeds for f in chosen.values())
+    weights = initial_weights(tokenizer, range(args.seed, args.seed + args.seeds), args)
     done_steps, done_runs, training_started = 0, 0, time.perf_counter()
     for name, family in chosen.items():
         model = None
@@ -378,6 +410,7 @@ def run(args):
                     evaluation,
                     tokenizer,
                     args,
+                    weights[seed],
                     model,
                 )
                 model = result.pop("model")
