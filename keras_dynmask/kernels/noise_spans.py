@@ -14,9 +14,10 @@ the spans alternate, non-noise first, so every arrangement with those counts
 is equally likely.
 
 A composition of `m` items into `k` parts is `k - 1` distinct cut points
-among the `m - 1` gaps, a uniformly random subset: `selection.exact_tokens`
-picks it (one call for the noise, one for the non-noise lengths); under
-XLA one `top_k` over uniform keys at a fixed width does.
+among the `m - 1` gaps, a uniformly random subset: the first distinct gaps
+of a few uniform draws pick it (one call for the noise, one for the
+non-noise lengths; `selection.exact_tokens` where the draws fall short);
+under XLA one `top_k` over uniform keys at a fixed width does.
 
 The result is a `SpanLayout`: per row, the running totals of the non-noise
 and noise span lengths (`[B, K + 1]`, `K` the most spans), small enough
@@ -176,6 +177,13 @@ def lengths_for_inputs_length(
     return SpanLengths(tokens_length, corrupted_lengths(tokens_length)[1])
 
 
+# Draws per cut point (plus `SPARE_DRAWS`) in `_cuts_from_first_distinct`:
+# with at most half the gaps to mark, that many uniform draws hold enough
+# distinct gaps except with vanishing probability (else the exact fallback).
+DRAWS_PER_CUT = 3
+SPARE_DRAWS = 8
+
+
 def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     """Sorted cut points of one uniformly random composition per row.
 
@@ -196,8 +204,16 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     rows = tf.shape(totals)[0]
     gaps = tf.range(1, num_gaps + 1)[None, :]
     if not random_bits.in_xla_context():
+        first_seed, fallback_seed = seeds.split_seed(seed, 2)
+        chosen, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
+
+        def exact_subsets():
+            return selection.exact_tokens(
+                gaps < totals[:, None], tf.maximum(parts - 1, 0), fallback_seed
+            )
+
+        chosen = tf.cond(enough, lambda: chosen, exact_subsets)
         # The chosen gaps, listed row by row in ascending order.
-        chosen = selection.exact_tokens(gaps < totals[:, None], tf.maximum(parts - 1, 0), seed)
         coordinates = tf.where(chosen)
         cuts = row_lists.pad_rows(
             tf.cast(coordinates[:, 1], tf.int32) + 1, coordinates[:, 0], rows, max_cuts, -1)
@@ -210,6 +226,65 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     rank = tf.range(max_cuts)[None, :]
     cuts = tf.where(rank < parts[:, None] - 1, chosen, totals[:, None])
     return tf.sort(cuts, axis=1)
+
+
+def _running_count(flags):
+    """int32 `[R, M]`: per row, the True flags up to each column.
+
+    A product with a triangular matrix of ones where `M` is small (exact in
+    float32; several times faster than `Cumsum` on the CPU), else `Cumsum`.
+    """
+    width = tf.shape(flags)[1]
+
+    def by_product():
+        upper = tf.cast(tf.range(width)[:, None] <= tf.range(width)[None, :], tf.float32)
+        return tf.cast(tf.matmul(tf.cast(flags, tf.float32), upper), tf.int32)
+
+    return tf.cond(
+        width <= 256, by_product, lambda: tf.cumsum(tf.cast(flags, tf.int32), axis=1)
+    )
+
+
+def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
+    """The chosen gaps of each row from a few uniform draws, not one per gap.
+
+    A row picks `c = parts - 1` of its `g = totals - 1` gaps, or, when
+    `c > g / 2`, the `g - c` gaps it leaves out. It draws gaps uniformly
+    with replacement and keeps the first `c` (or `g - c`) distinct ones in
+    draw order: whatever the labels, every subset of that size is equally
+    likely to come first. `DRAWS_PER_CUT * most + SPARE_DRAWS` draws a row
+    (`most` the batch's largest count to pick) hold that many distinct
+    gaps except with vanishing probability; `enough` says whether every
+    row's did. A gap is drawn as `floor(u * g / 2**32)` of a 32-bit `u`,
+    uniform to within `g / 2**32`.
+
+    Returns:
+        `(chosen, enough)`: bool `[R, num_gaps]` (column `j` is gap `j + 1`)
+        and a bool scalar.
+    """
+    rows = tf.shape(totals)[0]
+    gap_count = tf.maximum(totals - 1, 0)
+    wanted = tf.maximum(parts - 1, 0)
+    left_out = 2 * wanted > gap_count
+    to_mark = tf.where(left_out, gap_count - wanted, wanted)
+    num_draws = DRAWS_PER_CUT * tf.reduce_max(tf.concat([to_mark, [0]], 0)) + SPARE_DRAWS
+    bits = tf.cast(random_bits.uniform_bits(tf.stack([rows, num_draws]), seed, 32), tf.int64)
+    drawn = tf.cast(tf.bitwise.right_shift(bits * tf.cast(gap_count, tf.int64)[:, None], 32), tf.int32)
+    # Column `drawn` of a row of `num_gaps + 1` (rows of one part may have
+    # more gaps than that: they mark none, so clipping moves nothing kept).
+    columns = num_gaps + 1
+    segments = tf.range(rows)[:, None] * columns + tf.minimum(drawn, num_gaps)
+    order = tf.broadcast_to(tf.range(num_draws)[None, :], tf.shape(segments))
+    first_draw = tf.math.unsorted_segment_min(order, segments, rows * columns)
+    is_first = tf.equal(tf.gather(first_draw, segments), order)
+    distinct_so_far = _running_count(is_first)
+    kept = tf.logical_and(is_first, distinct_so_far <= to_mark[:, None])
+    enough = tf.reduce_all(distinct_so_far[:, -1] >= to_mark)
+    marked = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int32), segments, rows * columns) > 0
+    marked = tf.reshape(marked, tf.stack([rows, columns]))[:, :-1]
+    in_row = tf.range(num_gaps)[None, :] < gap_count[:, None]
+    chosen = tf.where(left_out[:, None], tf.logical_and(in_row, tf.logical_not(marked)), marked)
+    return chosen, enough
 
 
 SpanLayout = collections.namedtuple("SpanLayout", ["nonnoise_before", "noise_before"])

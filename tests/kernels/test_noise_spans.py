@@ -1,5 +1,6 @@
 """noise_spans: T5's counts, random compositions and span layouts."""
 
+import itertools
 import math
 import os
 import sys
@@ -111,6 +112,45 @@ def test_random_cuts_draw_every_subset_equally_often():
     counts = [int(np.sum((cuts[:, 0] == a) & (cuts[:, 1] == b))) for a, b in pairs]
     assert sum(counts) == rows
     assert chi_square(counts, [rows / 10] * 10) < chi2_critical(9)
+
+
+def cut_subset_counts(cuts, items, parts):
+    """How often each set of `parts - 1` cut points came, over all of them."""
+    subsets = list(itertools.combinations(range(1, items), parts - 1))
+    index = {subset: i for i, subset in enumerate(subsets)}
+    counts = np.zeros(len(subsets), int)
+    for row in cuts[:, : parts - 1]:
+        counts[index[tuple(int(c) for c in row)]] += 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "items, parts",
+    [(7, 4), (6, 5), (8, 7), (9, 2)],  # 3 of 6 gaps; 4 of 5 and 6 of 7 (the left-out
+)  # gaps are drawn); 1 of 8
+def test_random_cuts_draw_every_subset_equally_often_when_most_gaps_are_cut(items, parts):
+    rows = 40 * math.comb(items - 1, parts - 1)
+    cuts = noise_spans.random_cuts(
+        tf.fill([rows], items), tf.fill([rows], parts), tf.constant([8, 1]), items - 1, parts - 1
+    ).numpy()
+    counts = cut_subset_counts(cuts, items, parts)
+    assert counts.sum() == rows
+    assert chi_square(counts, [rows / len(counts)] * len(counts)) < chi2_critical(len(counts) - 1)
+
+
+def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkeypatch):
+    # One draw a cut: 5 of 9 gaps left out from 5 draws needs all 5 distinct
+    # (probability 9*8*7*6*5 / 9**5 = 0.26 a row), so nearly every batch falls back.
+    monkeypatch.setattr(noise_spans, "DRAWS_PER_CUT", 1)
+    monkeypatch.setattr(noise_spans, "SPARE_DRAWS", 0)
+    rows = 20 * math.comb(9, 4)
+    totals, parts = tf.fill([rows], 10), tf.fill([rows], 5)
+    _, enough = noise_spans._cuts_from_first_distinct(totals, parts, tf.constant([2, 3]), 9)
+    assert not bool(enough)
+    cuts = noise_spans.random_cuts(totals, parts, tf.constant([2, 3]), 9, 4).numpy()
+    counts = cut_subset_counts(cuts, 10, 5)
+    assert counts.sum() == rows
+    assert chi_square(counts, [rows / len(counts)] * len(counts)) < chi2_critical(len(counts) - 1)
 
 
 def layout_and_mask(lengths, density, mean, seed=(1, 2), width=None, bounds=None):
