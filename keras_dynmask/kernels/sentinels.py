@@ -163,9 +163,12 @@ def cut_spans(
     # Inputs: per span, its non-noise run then its sentinel (interleaved
     # column by column so the runs stay in order).
     def interleaved(*runs):
-        starts = tf.reshape(tf.stack([r[0] for r in runs], 2), [batch, -1])
-        limits = tf.reshape(tf.stack([r[1] for r in runs], 2), [batch, -1])
-        return starts, limits
+        # Stacked first and transposed: `Pack` on the last axis copies one
+        # value at a time.
+        def merged(parts):
+            return tf.reshape(tf.transpose(tf.stack(parts, 0), [1, 2, 0]), [batch, -1])
+
+        return merged([r[0] for r in runs]), merged([r[1] for r in runs])
 
     inputs, inputs_lengths = cut(
         [interleaved((nonnoise_start, noise_start), (sentinel_start, sentinel_end)), *tail],
