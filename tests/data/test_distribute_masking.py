@@ -390,7 +390,7 @@ def test_fit_with_steps_per_epoch_keeps_one_job_across_epochs(cluster):
 MAX_LOST = 16
 
 
-def test_distributed_epoch_when_a_worker_dies_mid_epoch(tmp_path):
+def test_distributed_epoch_when_a_worker_dies_mid_epoch(cluster):
     """What `distributed_epoch` guarantees when a worker is killed mid-epoch.
 
     TensorFlow 2.21: the dispatcher hands each position to one worker and
@@ -401,6 +401,10 @@ def test_distributed_epoch_when_a_worker_dies_mid_epoch(tmp_path):
     restart, as a supervisor would do). Delivered: at most once each, with
     the mask their key gives; lost: the dead worker's undelivered share, a
     few elements.
+
+    The module's cluster is used (three fewer TensorFlow start-ups); the
+    killed worker is restarted on its address before the test ends, so the
+    cluster keeps its two workers.
     """
     num_rows = 600
     rows = marked_rows(num_rows, length=32)
@@ -409,13 +413,13 @@ def test_distributed_epoch_when_a_worker_dies_mid_epoch(tmp_path):
     reference = pairs(mask_dataset(dataset, layer, seed=9, num_epochs=1))
     delivered = []
     arrived = threading.Condition()
-    with LocalDataService(num_workers=2, log_dir=str(tmp_path), max_lifetime_s=300) as cluster:
-        served = distribute_masking(dataset, layer, cluster.service, seed=9)
-        iterator = iter(served)
-        for _ in range(100):
-            delivered.append(next(iterator))
-        victim = cluster.workers[1]
-        victim.kill()
+    served = distribute_masking(dataset, layer, cluster.service, seed=9)
+    iterator = iter(served)
+    for _ in range(100):
+        delivered.append(next(iterator))
+    victim = cluster.workers[1]
+    victim.kill()
+    try:
         delivered_at_kill = len(delivered)
 
         def read_rest():
@@ -443,7 +447,9 @@ def test_distributed_epoch_when_a_worker_dies_mid_epoch(tmp_path):
         cluster.restart_worker(victim)
         reader.join(timeout=120)
         assert not reader.is_alive(), "the job did not finish after the restart"
-    assert_all_gone(cluster)
+    finally:  # The cluster keeps two workers for whatever runs next.
+        if victim in cluster.workers:
+            cluster.restart_worker(victim)
 
     got = pairs(delivered)
     duplicates = {key: n for key, n in got.items() if n > 1}
