@@ -179,8 +179,10 @@ def lengths_for_inputs_length(
 
 # Draws per cut point (plus `SPARE_DRAWS`) in `_cuts_from_first_distinct`:
 # with at most half the gaps to mark, that many uniform draws hold enough
-# distinct gaps except with vanishing probability (else the exact fallback).
-DRAWS_PER_CUT = 3
+# distinct gaps except with small probability (then the exact fallback):
+# no fallback in 200 batches of 256 x 512 at T5's and UL2's settings, nor
+# at mean span length 2 (cuts at half the gaps, the hardest case).
+DRAWS_PER_CUT = 2
 SPARE_DRAWS = 8
 
 
@@ -282,8 +284,10 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
     enough = tf.reduce_all(distinct_so_far[:, -1] >= to_mark)
     marked = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int32), segments, rows * columns) > 0
     marked = tf.reshape(marked, tf.stack([rows, columns]))[:, :-1]
+    # The marked gaps, or the row's other gaps where the marked are left out
+    # (marked gaps always lie in the row).
     in_row = tf.range(num_gaps)[None, :] < gap_count[:, None]
-    chosen = tf.where(left_out[:, None], tf.logical_and(in_row, tf.logical_not(marked)), marked)
+    chosen = tf.logical_and(in_row, tf.math.logical_xor(marked, left_out[:, None]))
     return chosen, enough
 
 
