@@ -153,6 +153,22 @@ def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkey
     assert chi_square(counts, [rows / len(counts)] * len(counts)) < chi2_critical(len(counts) - 1)
 
 
+@pytest.mark.parametrize("density, mean", [(0.15, 3.0), (0.5, 3.0), (0.3, 2.0)])
+def test_random_cuts_rarely_need_the_fallback(density, mean):
+    # The fast draws must hold enough distinct gaps at T5's and UL2's
+    # settings (and mean 2, where cuts reach half the gaps): else every
+    # batch pays for both selections. A fallback here is a bug, not bad luck:
+    # 200 batches of 256 x 512 at these settings drew none.
+    lengths = tf.constant(np.linspace(64, 512, 256).astype(np.int32))
+    num_noise, num_spans = noise_spans.span_counts(lengths, density, mean, 100)
+    for seed in range(10):
+        for totals in (lengths - num_noise, num_noise):
+            _, enough = noise_spans._cuts_from_first_distinct(
+                totals, num_spans, tf.constant([seed, 7]), 512
+            )
+            assert bool(enough), (density, mean, seed)
+
+
 def layout_and_mask(lengths, density, mean, seed=(1, 2), width=None, bounds=None):
     lengths = tf.constant(lengths, tf.int32)
     num_noise, num_spans = noise_spans.span_counts(lengths, density, mean)
