@@ -207,14 +207,14 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     gaps = tf.range(1, num_gaps + 1)[None, :]
     if not random_bits.in_xla_context():
         first_seed, fallback_seed = seeds.split_seed(seed, 2)
-        chosen, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
+        drawn, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
 
         def exact_subsets():
             return selection.exact_tokens(
                 gaps < totals[:, None], tf.maximum(parts - 1, 0), fallback_seed
             )
 
-        chosen = tf.cond(enough, lambda: chosen, exact_subsets)
+        chosen = tf.cond(enough, lambda: drawn, exact_subsets)
         # The chosen gaps, listed row by row in ascending order.
         coordinates = tf.where(chosen)
         cuts = row_lists.pad_rows(
@@ -256,7 +256,7 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
     draw order: whatever the labels, every subset of that size is equally
     likely to come first. `DRAWS_PER_CUT * most + SPARE_DRAWS` draws a row
     (`most` the batch's largest count to pick) hold that many distinct
-    gaps except with vanishing probability; `enough` says whether every
+    gaps except with small probability; `enough` says whether every
     row's did. A gap is drawn as `floor(u * g / 2**32)` of a 32-bit `u`,
     uniform to within `g / 2**32`.
 
