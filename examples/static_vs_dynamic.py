@@ -188,6 +188,16 @@ def families(args):
 # One run.
 
 
+def new_encoder(tokenizer, args):
+    """An uncompiled encoder of the flags' size, initialised by the global seed."""
+    return pretrain_mlm.build_encoder(
+        tokenizer.vocabulary_size,
+        args.sequence_length,
+        pad_token_id=tokenizer.pad_id,
+        **example_common.model_size(args),
+    )
+
+
 def initial_weights(tokenizer, seeds, args):
     """The encoder's initial variables for each run seed, drawn up front.
 
@@ -209,13 +219,7 @@ def initial_weights(tokenizer, seeds, args):
     weights = {}
     for seed in seeds:
         keras.utils.set_random_seed(seed)
-        model = pretrain_mlm.build_encoder(
-            tokenizer.vocabulary_size,
-            args.sequence_length,
-            pad_token_id=tokenizer.pad_id,
-            **example_common.model_size(args),
-        )
-        weights[seed] = [variable.numpy() for variable in model.variables]
+        weights[seed] = [variable.numpy() for variable in new_encoder(tokenizer, args).variables]
     return weights
 
 
@@ -242,12 +246,7 @@ def fresh_encoder(tokenizer, weights, total_steps, args, reuse=None):
     """
     model = reuse
     if model is None:
-        model = pretrain_mlm.build_encoder(
-            tokenizer.vocabulary_size,
-            args.sequence_length,
-            pad_token_id=tokenizer.pad_id,
-            **example_common.model_size(args),
-        )
+        model = new_encoder(tokenizer, args)
         pretrain_mlm.compile_encoder(model, args.learning_rate, total_steps)
     else:
         for variable in model.optimizer.variables:
