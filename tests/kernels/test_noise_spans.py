@@ -108,20 +108,20 @@ def test_random_cuts_draw_every_subset_equally_often():
     cuts = noise_spans.random_cuts(
         tf.fill([rows], 6), tf.fill([rows], 3), tf.constant([5, 6]), 9, 2
     ).numpy()
-    pairs = [(a, b) for a in range(1, 6) for b in range(a + 1, 6)]
-    counts = [int(np.sum((cuts[:, 0] == a) & (cuts[:, 1] == b))) for a, b in pairs]
-    assert sum(counts) == rows
-    assert chi_square(counts, [rows / 10] * 10) < chi2_critical(9)
+    assert_every_subset_equally_often(cuts, 6, 3)
 
 
-def cut_subset_counts(cuts, items, parts):
-    """How often each set of `parts - 1` cut points came, over all of them."""
+def assert_every_subset_equally_often(cuts, items, parts):
+    """Every row's first `parts - 1` cuts are one of the C(items - 1, parts - 1)
+    subsets of the gaps, and each comes equally often (chi-square, p = 1e-6)."""
     subsets = list(itertools.combinations(range(1, items), parts - 1))
     index = {subset: i for i, subset in enumerate(subsets)}
     counts = np.zeros(len(subsets), int)
     for row in cuts[:, : parts - 1]:
         counts[index[tuple(int(c) for c in row)]] += 1
-    return counts
+    assert counts.sum() == len(cuts)
+    expected = [len(cuts) / len(subsets)] * len(subsets)
+    assert chi_square(counts, expected) < chi2_critical(len(subsets) - 1)
 
 
 @pytest.mark.parametrize(
@@ -133,9 +133,7 @@ def test_random_cuts_draw_every_subset_equally_often_when_most_gaps_are_cut(item
     cuts = noise_spans.random_cuts(
         tf.fill([rows], items), tf.fill([rows], parts), tf.constant([8, 1]), items - 1, parts - 1
     ).numpy()
-    counts = cut_subset_counts(cuts, items, parts)
-    assert counts.sum() == rows
-    assert chi_square(counts, [rows / len(counts)] * len(counts)) < chi2_critical(len(counts) - 1)
+    assert_every_subset_equally_often(cuts, items, parts)
 
 
 def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkeypatch):
@@ -148,9 +146,7 @@ def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkey
     _, enough = noise_spans._cuts_from_first_distinct(totals, parts, tf.constant([2, 3]), 9)
     assert not bool(enough)
     cuts = noise_spans.random_cuts(totals, parts, tf.constant([2, 3]), 9, 4).numpy()
-    counts = cut_subset_counts(cuts, 10, 5)
-    assert counts.sum() == rows
-    assert chi_square(counts, [rows / len(counts)] * len(counts)) < chi2_critical(len(counts) - 1)
+    assert_every_subset_equally_often(cuts, 10, 5)
 
 
 @pytest.mark.parametrize("density, mean", [(0.15, 3.0), (0.5, 3.0), (0.3, 2.0)])
