@@ -207,14 +207,14 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     gaps = tf.range(1, num_gaps + 1)[None, :]
     if not random_bits.in_xla_context():
         first_seed, fallback_seed = seeds.split_seed(seed, 2)
-        drawn, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
+        first_distinct, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
 
         def exact_subsets():
             return selection.exact_tokens(
                 gaps < totals[:, None], tf.maximum(parts - 1, 0), fallback_seed
             )
 
-        chosen = tf.cond(enough, lambda: drawn, exact_subsets)
+        chosen = tf.cond(enough, lambda: first_distinct, exact_subsets)
         # The chosen gaps, listed row by row in ascending order.
         coordinates = tf.where(chosen)
         cuts = row_lists.pad_rows(
