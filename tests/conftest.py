@@ -1,12 +1,11 @@
 import os
-import subprocess
-import sys
-import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
+
+from plain_tensorflow import PlainTensorFlow  # noqa: E402
 
 # On CI (`CI` set, as CI services do) hypothesis draws the same examples on
 # every run, so a failure replays from a fresh clone; elsewhere it explores,
@@ -42,39 +41,59 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedRunScheduling(config, log)
 
 
-def run_without_keras_dynmask(code, timeout=300):
-    """Runs `code` in a fresh Python that cannot import keras_dynmask.
+# The package and the example code: an export must be served without them.
+PROJECT_MODULES = (
+    "keras_dynmask",
+    "example_common",
+    "pretrain_mlm",
+    "train_causal_lm",
+    "id_level_export",
+    "transformer_blocks",
+    "serving_client",
+)
 
-    The package is blocked in `sys.modules` before anything else runs, so
-    any import of it fails: what the code does is plain TensorFlow.
-    Returns the completed process (stdout holds what the code printed).
+
+@pytest.fixture(scope="session")
+def plain_tensorflow():
+    """A `PlainTensorFlow` process with core TensorFlow only.
+
+    It refuses `tensorflow_text` and the project's modules
+    (`PROJECT_MODULES`): what a TensorFlow Serving build without
+    tensorflow-text has. One per test process, shared by its serving checks.
     """
-    prelude = textwrap.dedent(
-        """
-        import sys
-        sys.modules["keras_dynmask"] = None
-        try:
-            import keras_dynmask
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("keras_dynmask must not be importable here")
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+    process = PlainTensorFlow(("tensorflow_text",) + PROJECT_MODULES, with_tensorflow_text=False)
+    yield process
+    process.close()
+
+
+@pytest.fixture(scope="session")
+def plain_tensorflow_with_text():
+    """A `PlainTensorFlow` process with TensorFlow and tensorflow_text only.
+
+    It refuses the project's modules: what serving a text export (whose
+    tokenizer ops are tensorflow-text's) outside this repository has.
+    """
+    process = PlainTensorFlow(PROJECT_MODULES, with_tensorflow_text=True)
+    yield process
+    process.close()
 
 
 @pytest.fixture
-def no_keras_dynmask_python():
-    return run_without_keras_dynmask
+def no_keras_dynmask_python(plain_tensorflow):
+    """Runs code with plain TensorFlow, where keras_dynmask cannot be imported.
+
+    Returns:
+        A function `code -> reply`: runs `code` (Python source) in the
+        `plain_tensorflow` process, asserts that it succeeded and returns
+        the reply (`"stdout"` holds what the code printed).
+    """
+
+    def run(code):
+        reply = plain_tensorflow.run(code)
+        if reply["returncode"] != 0:
+            raise AssertionError(
+                f"the code failed ({reply['returncode']}):\n{reply['stdout']}\n{reply['stderr']}"
+            )
+        return reply
+
+    return run

@@ -6,11 +6,6 @@ input kinds and combinations of options. Attention through
 `keras.layers.MultiHeadAttention` checks the masks mean what Keras means.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -514,32 +509,23 @@ def test_decoder_jit_compile_same_outputs(trained_decoder):
     assert np.isfinite(loss)
 
 
-SERVE_WITHOUT_PACKAGE = textwrap.dedent(
-    """
-    import sys
-    sys.modules["keras_dynmask"] = None  # as if the package were not installed
-    try:
-        import keras_dynmask
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("keras_dynmask should not be importable here")
+# Runs in the `plain_tensorflow` process (`no_keras_dynmask_python`): the
+# package cannot be imported there.
+SERVE_WITHOUT_PACKAGE = """
     import numpy as np
     import tensorflow as tf
 
-    export_dir, inputs_path, outputs_path = sys.argv[1:]
+    export_dir, inputs_path, outputs_path = {paths!r}
     served = tf.saved_model.load(export_dir)
     inputs = np.load(inputs_path)
-    outputs = {key: served.serve(tf.constant(inputs[key])).numpy() for key in inputs.files}
+    outputs = {{key: served.serve(tf.constant(inputs[key])).numpy() for key in inputs.files}}
     np.savez(outputs_path, **outputs)
-    print(
-        "served", sorted(outputs), "keras_dynmask loaded:", sys.modules["keras_dynmask"] is not None
-    )
-    """
-)
+"""
 
 
-def test_decoder_export_serves_without_the_package(trained_decoder, tmp_path):
+def test_decoder_export_serves_without_the_package(
+    trained_decoder, tmp_path, no_keras_dynmask_python
+):
     model, _, probes = trained_decoder
     export_dir = tmp_path / "decoder_savedmodel"
     model.export(str(export_dir), verbose=False)
@@ -547,25 +533,8 @@ def test_decoder_export_serves_without_the_package(trained_decoder, tmp_path):
     # A different batch size too.
     inputs["batch_5"] = _decoder_batch(np.random.default_rng(1), 5, 6)
     np.savez(tmp_path / "inputs.npz", **inputs)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SERVE_WITHOUT_PACKAGE,
-            str(export_dir),
-            str(tmp_path / "inputs.npz"),
-            str(tmp_path / "outputs.npz"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("keras_dynmask loaded: False"), result.stdout
+    paths = [str(export_dir), str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")]
+    no_keras_dynmask_python(SERVE_WITHOUT_PACKAGE.format(paths=paths))
     served = np.load(tmp_path / "outputs.npz")
     for key, ids in inputs.items():
         expected = model.predict(ids, verbose=0)

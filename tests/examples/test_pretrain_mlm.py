@@ -20,7 +20,7 @@ LONG_TEXT = (
     "order, with a custom key function to customize the sort order."
 )
 
-# Runs in a fresh interpreter that cannot import keras_dynmask nor the
+# Runs in an interpreter that cannot import keras_dynmask nor the
 # example code (`run_in_plain_tensorflow`): only tensorflow and
 # tensorflow_text serve the export.
 SERVE = """
@@ -247,11 +247,11 @@ def test_each_export_lists_its_ops_and_the_ids_export_only_core_ones(trained, ca
 
 
 def test_saved_model_cli_cannot_load_the_text_export(trained, saved_model_cli_run):
-    outputs, completed = saved_model_cli_run(
+    outputs, reply = saved_model_cli_run(
         trained["export_dir"], "serving_default", {"text": np.array(TEXTS)}, check=False
     )
-    assert completed.returncode != 0 and outputs == {}
-    assert "Op type not registered" in completed.stderr
+    assert reply["returncode"] != 0 and outputs == {}
+    assert "Op type not registered" in reply["stderr"]
 
 
 def test_saved_model_cli_fill_mask_on_ids_equals_the_keras_model(

@@ -20,7 +20,7 @@ TEXTS = [
     "<extra_id_0> opens, <extra_id_1> closes.",
 ]
 
-# Runs in a fresh interpreter that can import neither keras_dynmask nor the
+# Runs in an interpreter that can import neither keras_dynmask nor the
 # example code: TensorFlow and tensorflow_text serve the export.
 SERVE = """
     export_dir, texts = sys.argv[1], json.loads(sys.argv[2])

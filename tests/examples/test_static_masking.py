@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_dynmask import DynamicMLMMasking
 from static_masking import epoch_order
