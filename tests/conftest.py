@@ -15,12 +15,16 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-# Test files that share a session-scoped run (tests/examples/conftest.py's
-# `tiny_demo`: the demo test and the pretrain_mlm tests read one tiny
-# training). Under pytest-xdist's `--dist loadfile` (`make test`) each worker
-# has its own session, so these files go to one worker, as one unit, or the
-# run would be trained once per worker.
-SHARED_RUN_FILES = {"examples/test_demo.py": "examples/test_pretrain_mlm.py"}  # under tests/
+# Test files that share a session-scoped run or process (tests/examples/
+# conftest.py's `tiny_demo`: the demo test and the pretrain_mlm tests read
+# one tiny training; the `plain_tensorflow` processes below, which the
+# pretrain_mlm tests use too). Under pytest-xdist's `--dist loadfile` (`make
+# test`) each worker has its own session, so these files go to one worker, as
+# one unit, or the run would be made once per worker.
+SHARED_RUN_FILES = {  # under tests/
+    "examples/test_demo.py": "examples/test_pretrain_mlm.py",
+    "test_plain_tensorflow.py": "examples/test_pretrain_mlm.py",
+}
 
 
 @pytest.hookimpl(optionalhook=True)
