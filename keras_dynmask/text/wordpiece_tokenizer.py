@@ -360,6 +360,21 @@ class WordPieceTokenizer(tf.Module):
             int32 ids: a `[N]` tensor for a scalar, else a `tf.RaggedTensor`
             `[B, (N)]`.
         """
+        batch, scalar = self._as_batch(texts)
+        ids, other_ids, other_rows = self._tokenize_in_two_parts(batch)
+        # Row i of the result: row i of `ids`, or for the j-th other row,
+        # row j of `other_ids`.
+        rows = tf.shape(batch, out_type=tf.int64)[0]
+        index = tf.tensor_scatter_nd_update(
+            tf.range(rows),
+            other_rows[:, None],
+            rows + tf.range(tf.shape(other_rows, out_type=tf.int64)[0]),
+        )
+        ids = tf.gather(tf.concat([ids, other_ids], axis=0), index)
+        return ids[0] if scalar else ids
+
+    def _as_batch(self, texts):
+        """`texts` as a `[B]` string tensor, and whether it was a scalar."""
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         scalar = texts.shape.rank == 0
         batch = texts[None] if scalar else texts
@@ -368,42 +383,69 @@ class WordPieceTokenizer(tf.Module):
                 "WordPieceTokenizer takes a scalar or a `[B]` tensor of "
                 f"strings. Received shape {texts.shape}"
             )
-        ids = self._tokenize_batch(batch)
-        return ids[0] if scalar else ids
+        return batch, scalar
 
-    def _tokenize_batch(self, texts):
-        """`[B]` texts -> ragged `[B, (N)]` ids: plain texts the fast way."""
-        # A plain text (tab, newlines and printable ASCII, no special token
-        # spelled out) goes straight to FastWordpieceTokenizer's own BERT
-        # split, which gives the very words `split_words` gives it; the
-        # others (rare in English) take `split_words`. No `tf.cond`: inside
-        # `tf.data` it costs more than the empty path it would skip.
+    def _tokenize_in_two_parts(self, texts):
+        """`[B]` texts -> `(ids, other_ids, other_rows)`, plain texts fast.
+
+        `ids` (ragged `[B, (N)]`) holds the right ids of every row but those
+        listed in `other_rows` (int64 `[K]`), whose ids are the rows of
+        `other_ids` (ragged `[K, (N)]`). A plain text (tab, newlines and
+        printable ASCII, no special token spelled out) goes straight to
+        FastWordpieceTokenizer's own BERT split, which gives the very words
+        `split_words` gives it; the others (rare in English) take
+        `split_words`. No `tf.cond`: inside `tf.data` it costs more than the
+        empty path it would skip.
+        """
         if self._splitting_wordpiece is None:
-            return self._wordpiece.tokenize(self.split_words(texts)).merge_dims(1, 2)
+            ids = self._wordpiece.tokenize(self.split_words(texts)).merge_dims(1, 2)
+            return ids, ids[:0], tf.zeros([0], tf.int64)
         plain = tf.strings.regex_full_match(texts, _PLAIN_TEXT)
         cased = tf.strings.lower(texts) if self.lower_case else texts
-        fast = self._splitting_wordpiece.tokenize(cased)
+        ids = self._splitting_wordpiece.tokenize(cased)
         other_rows = tf.where(tf.logical_not(plain))[:, 0]
         words = self.split_words(tf.gather(texts, other_rows))
-        other = self._wordpiece.tokenize(words).merge_dims(1, 2)
-        rows = tf.shape(texts, out_type=tf.int64)[0]
-        other_index = tf.cumsum(tf.cast(tf.logical_not(plain), tf.int64)) - 1
-        index = tf.where(plain, tf.range(rows), rows + other_index)
-        return tf.gather(tf.concat([fast, other], axis=0), index)
+        other_ids = self._wordpiece.tokenize(words).merge_dims(1, 2)
+        return ids, other_ids, other_rows
 
     def __call__(self, texts, pad_to_sequence_length=True):
-        texts = tf.convert_to_tensor(texts, dtype=tf.string)
-        scalar = texts.shape.rank == 0
-        ids = self.tokenize(texts[None] if scalar else texts)
+        batch, scalar = self._as_batch(texts)
+        ids, other_ids, other_rows = self._tokenize_in_two_parts(batch)
+        # Dense from the start: the other rows are written over the fast
+        # ones, then [CLS] goes in front and [SEP] after each row's last
+        # wordpiece (cheaper than ragged concatenations and gathers).
+        lengths = tf.tensor_scatter_nd_update(
+            ids.row_lengths(), other_rows[:, None], other_ids.row_lengths()
+        )
+        lengths = tf.cast(lengths, tf.int32)
         if self.sequence_length is not None:
-            ids = ids[:, : self.sequence_length - 2]
-        rows = ids.nrows()
-        cls = tf.fill([rows, 1], self.cls_id)
-        sep = tf.fill([rows, 1], self.sep_id)
-        ids = tf.concat([cls, ids, sep], axis=1)
-        width = self.sequence_length if pad_to_sequence_length else None
-        dense = ids.to_tensor(default_value=self.pad_id, shape=[None, width])
+            lengths = tf.minimum(lengths, self.sequence_length - 2)
+        if self.sequence_length is not None and pad_to_sequence_length:
+            width = self.sequence_length - 2
+        else:
+            width = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
+        pieces = tf.tensor_scatter_nd_update(
+            self._padded(ids, width), other_rows[:, None], self._padded(other_ids, width)
+        )
+        rows = tf.shape(pieces)[0]
+        dense = tf.concat(
+            [
+                tf.fill([rows, 1], self.cls_id),
+                pieces,
+                tf.fill([rows, 1], self.pad_id),
+            ],
+            axis=1,
+        )
+        sep_at = tf.range(tf.shape(dense)[1])[None, :] == lengths[:, None] + 1
+        dense = tf.where(sep_at, self.sep_id, dense)
         return dense[0] if scalar else dense
+
+    def _padded(self, ids, width):
+        """Ragged `ids` -> `[rows, width]`, cut or padded with `[PAD]`."""
+        if isinstance(width, int):
+            return ids.to_tensor(self.pad_id, shape=[None, width])
+        shape = tf.stack([ids.nrows(), tf.cast(width, tf.int64)])
+        return ids.to_tensor(self.pad_id, shape=shape)
 
     def id_to_token(self, ids):
         """The wordpiece string of each id (any shape, dense or ragged).
