@@ -302,3 +302,34 @@ def saved_model_cli_run(tmp_path_factory, plain_tensorflow):
         return outputs, reply
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def each_vocabulary_learned_once():
+    """The examples' `learn_tokenizer`, learning each vocabulary once a worker.
+
+    Tiny runs of several scripts learn the same vocabulary from the same
+    passages (2-3 s each); the first learns it through the real function
+    (printing as it does), later ones get a tokenizer of the vocabulary it
+    learned, with their own `sequence_length`.
+    """
+    import example_common
+    from keras_dynmask.text import WordPieceTokenizer
+
+    learn = example_common.learn_tokenizer
+    vocabularies = {}
+
+    def learn_once(corpus, vocabulary_size, sequence_length=None, verbose=True):
+        key = (corpus.name, corpus.train, vocabulary_size)
+        if key not in vocabularies:
+            tokenizer = learn(corpus, vocabulary_size, sequence_length, verbose)
+            vocabularies[key] = tokenizer.vocabulary
+            return tokenizer
+        tokenizer = WordPieceTokenizer(vocabularies[key], sequence_length=sequence_length)
+        if verbose:
+            print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
+        return tokenizer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(example_common, "learn_tokenizer", learn_once)
+        yield
