@@ -21,6 +21,8 @@ _LITERAL_SPECIALS = r"\[(?:UNK|CLS|SEP|MASK)\]"
 _SINGLE_CHARS = r"[\p{P}\p{S}\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
 _SPACE = r"[\s\p{Z}]+"
 _KEEP = f"({_LITERAL_SPECIALS}|{_SINGLE_CHARS})"
+_SPACE_OR_KEEP = r"[\p{Cc}\p{Cf}\s\p{Z}]+|" + _KEEP
+_MARKS_OR_SPACE = r"[\p{Mn}\s\p{Z}]+"
 _SPECIAL_BODIES = ("UNK]", "CLS]", "SEP]", "MASK]")
 # Tab, line feed, carriage return and printable ASCII: the characters on
 # which BERT's own word split and lower-casing (inside tensorflow-text's
@@ -329,26 +331,34 @@ class WordPieceTokenizer(tf.Module):
         Returns:
             A `tf.RaggedTensor` of words, `[B, (W)]`.
         """
+        words = self._words_and_empty_strings(texts)
+        return tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
+
+    def _words_and_empty_strings(self, texts):
+        """`split_words`, keeping the empty strings of words that vanished.
+
+        Words made only of stripped marks become empty strings; wordpiece
+        tokenization gives them no pieces, so `tokenize` keeps them and
+        saves the ops that would drop them.
+        """
         # Static (compiled once) regex ops: a space either side of each
-        # single-character word and spelled-out special token, then a split
-        # at runs of spaces.
-        texts = tf.strings.regex_replace(texts, r"[\p{Cc}\p{Cf}]", " ")
-        texts = tf.strings.regex_replace(texts, _KEEP, r" \1 ")
-        words = tf.strings.split(tf.strings.regex_replace(texts, _SPACE, " "))
+        # single-character word and spelled-out special token, runs of
+        # spaces, control and format characters made spaces (an unmatched
+        # group writes nothing), then a split at runs of spaces.
+        texts = tf.strings.regex_replace(texts, _SPACE_OR_KEEP, r" \1 ")
+        words = tf.strings.split(texts)
         flat = words.flat_values
         special = tf.strings.regex_full_match(flat, _LITERAL_SPECIALS)
         if self.lower_case:
             normal = tf_text.normalize_utf8(tf_text.case_fold_utf8(flat), "NFD")
-            normal = tf.strings.regex_replace(normal, r"\p{Mn}", "")
+            # Accents stripped, and spaces that compatibility forms may
+            # decompose into (NFKC maps the acute accent U+00B4 to a space
+            # and a combining mark): words hold none.
+            normal = tf.strings.regex_replace(normal, _MARKS_OR_SPACE, "")
         else:
             normal = tf_text.normalize_utf8(flat, "NFC")
-        # Compatibility forms may decompose into spaces (NFKC maps the acute
-        # accent U+00B4 to a space and a combining mark): words hold none.
-        normal = tf.strings.regex_replace(normal, _SPACE, "")
-        normal = tf.where(special, flat, normal)
-        # Words made only of stripped marks vanish; drop the empty strings.
-        words = words.with_flat_values(normal)
-        return tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
+            normal = tf.strings.regex_replace(normal, _SPACE, "")
+        return words.with_flat_values(tf.where(special, flat, normal))
 
     def tokenize(self, texts):
         """Wordpiece ids of each text, no special tokens added, no truncation.
@@ -398,13 +408,14 @@ class WordPieceTokenizer(tf.Module):
         empty path it would skip.
         """
         if self._splitting_wordpiece is None:
-            ids = self._wordpiece.tokenize(self.split_words(texts)).merge_dims(1, 2)
+            ids = self._wordpiece.tokenize(self._words_and_empty_strings(texts))
+            ids = ids.merge_dims(1, 2)
             return ids, ids[:0], tf.zeros([0], tf.int64)
         plain = tf.strings.regex_full_match(texts, _PLAIN_TEXT)
         cased = tf.strings.lower(texts) if self.lower_case else texts
         ids = self._splitting_wordpiece.tokenize(cased)
         other_rows = tf.where(tf.logical_not(plain))[:, 0]
-        words = self.split_words(tf.gather(texts, other_rows))
+        words = self._words_and_empty_strings(tf.gather(texts, other_rows))
         other_ids = self._wordpiece.tokenize(words).merge_dims(1, 2)
         return ids, other_ids, other_rows
 
