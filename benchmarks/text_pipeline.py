@@ -13,7 +13,8 @@ the same WordPiece vocabulary (about 8,000 pieces, learned once by
   `DataCollatorForLanguageModeling`'s behaviour, batch by batch in Python.
 
 The tf.data pipelines use AUTOTUNE; rounds are interleaved and the range
-over rounds printed, as a Markdown table.
+over rounds printed, as a Markdown table, then ours over each peer round
+by round.
 
     .venv/bin/python benchmarks/text_pipeline.py [--rounds 3] [--batches 120]
         [--text-files 'GLOB'] [--smoke]
@@ -173,6 +174,12 @@ def main():
     print("| raw text -> masked batch | M tokens/s (non-pad) |\n|---|---:|")
     for name, values in results.items():
         print(f"| {name} | {min(values):.2f}-{max(values):.2f} |")
+    # Same-round ratios: both sides of each share the machine's state.
+    ours, *peers = results
+    for peer in peers:
+        ratios = [a / b for a, b in zip(results[ours], results[peer])]
+        print(f"\nours / {peer.split(' + ')[0]}, each round: "
+              + ", ".join(f"{r:.2f}x" for r in ratios))
 
 
 if __name__ == "__main__":
