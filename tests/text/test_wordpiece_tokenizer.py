@@ -53,6 +53,37 @@ def test_call_adds_cls_sep_and_pads(tokenizer):
     np.testing.assert_array_equal(short, ids[:, :9])
 
 
+# Plain rows (the fast path) between rows that take the general split
+# (accents, CJK, a spelled-out [MASK]), one longer than sequence_length.
+MIXED = [
+    "the cat sat.",
+    "le café sat on the mât.",
+    "",
+    "the [MASK] sat on the log.",
+    "the dog sat on the log and the cat watched the dog and the log.",
+    "猫 sat",
+]
+
+
+@pytest.mark.parametrize("sequence_length", [None, 3, 12])
+@pytest.mark.parametrize("pad_to_sequence_length", [True, False])
+def test_call_lays_out_the_wordpieces_of_tokenize(sequence_length, pad_to_sequence_length):
+    tokenizer = WordPieceTokenizer.learn(TEXTS, vocabulary_size=120,
+                                         sequence_length=sequence_length)
+    pieces = tokenizer.tokenize(MIXED).to_list()
+    keep = len(max(pieces, key=len)) if sequence_length is None else sequence_length - 2
+    rows = [[tokenizer.cls_id] + p[:keep] + [tokenizer.sep_id] for p in pieces]
+    width = (sequence_length if sequence_length and pad_to_sequence_length
+             else max(len(r) for r in rows))
+    want = [r + [tokenizer.pad_id] * (width - len(r)) for r in rows]
+    ids = tokenizer(MIXED, pad_to_sequence_length=pad_to_sequence_length)
+    assert ids.dtype == tf.int32
+    assert ids.numpy().tolist() == want
+    # An empty batch keeps the width of [CLS] [SEP], or sequence_length.
+    empty = tokenizer(tf.constant([], tf.string), pad_to_sequence_length=pad_to_sequence_length)
+    assert tuple(empty.shape) == (0, sequence_length if sequence_length and pad_to_sequence_length else 2)
+
+
 def test_truncation_keeps_cls_and_sep(tokenizer):
     ids = tokenizer(["the cat sat on the mat and the dog sat on the log ."])
     row = tokens(tokenizer, ids[0])
