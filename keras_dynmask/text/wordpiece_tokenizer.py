@@ -403,8 +403,9 @@ class WordPieceTokenizer(tf.Module):
         `other_ids` (ragged `[K, (N)]`). A plain text (tab, newlines and
         printable ASCII, no special token spelled out) goes straight to
         FastWordpieceTokenizer's own BERT split, which gives the very words
-        `split_words` gives it; the others (rare in English) take
-        `split_words`. No `tf.cond`: inside `tf.data` it costs more than the
+        `split_words` gives it; the others (rare in English) take the
+        general split (`split_words`' words plus the empty strings of
+        words that vanished, which give no ids). No `tf.cond`: inside `tf.data` it costs more than the
         empty path it would skip.
         """
         if self._splitting_wordpiece is None:
