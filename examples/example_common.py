@@ -327,6 +327,20 @@ def compile_language_model(model, learning_rate, total_steps):
         ),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    build_optimizer(model)
+
+
+def build_optimizer(model):
+    """Creates the compiled optimizer's variables now, not in the first step.
+
+    Without a distribution strategy Keras builds the optimizer while it
+    traces the train step; a `tf.function` whose first trace creates
+    variables is traced a second time, which costs seconds per run.
+
+    Args:
+        model: a built, compiled `keras.Model`.
+    """
+    model.optimizer.build(model.trainable_variables)
 
 
 def capped_training_data(train, steps, steps_per_epoch=None):
