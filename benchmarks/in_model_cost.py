@@ -69,6 +69,9 @@ def compiled(model, jit_compile):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
+    # Its variables now: made in the first step, they would make
+    # tf.function trace the step twice.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
