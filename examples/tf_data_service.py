@@ -79,8 +79,6 @@ def build_model(vocabulary_size, masking):
     )
     model = MaskedLMModel(backbone, masking)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    # Its variables now: built in the first step, they make tf.function trace twice.
-    model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -128,6 +128,22 @@ class MaskedLMModel(keras.Model):
     def call(self, inputs, training=None):
         return self.backbone(inputs, training=training)
 
+    def make_train_function(self, force=False):
+        # Without a distribution strategy Keras builds the optimizer inside
+        # the first trace of the train step, and a `tf.function` whose first
+        # trace creates variables is traced again. Built here (at `fit` or
+        # `train_on_batch`, so `trainable` changes after `compile` count),
+        # the step is traced once. An unbuilt backbone is left to Keras.
+        optimizer = self.optimizer
+        if (
+            optimizer is not None
+            and not optimizer.built
+            and getattr(self.backbone, "built", False)
+            and self.trainable_variables
+        ):
+            optimizer.build(self.trainable_variables)
+        return super().make_train_function(force=force)
+
     @staticmethod
     def _labels_or_ids(x, y):
         """`y`, or the ids of `x` where Keras passes the raw batch's `y=None`.

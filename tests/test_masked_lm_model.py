@@ -75,6 +75,34 @@ def test_masked_lm_model_fits_from_raw_ids_and_evaluates_reproducibly(tmp_path):
                                model.predict(ids[:2], verbose=0), rtol=1e-5)
 
 
+class CountingMaskedLMModel(MaskedLMModel):
+    """Counts how often Keras traces the train step."""
+
+    traces = 0
+
+    def train_step(self, data):
+        type(self).traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("trainable_embedding", [True, False])
+def test_fit_traces_the_train_step_once_and_trains_what_is_trainable(trainable_embedding):
+    """The optimizer is built before the first trace, from the variables
+    trainable at `fit` (not at `compile`)."""
+    backbone = tiny_backbone()
+    model = CountingMaskedLMModel(backbone, make_layer(output_mode="fit", mask_rate=0.3))
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    embedding = backbone.layers[0]
+    embedding.trainable = trainable_embedding  # after compile, before fit
+    frozen = [v.numpy() for v in embedding.trainable_weights + embedding.non_trainable_weights]
+    CountingMaskedLMModel.traces = 0
+    model.fit(random_ids(32, 12), epochs=2, batch_size=16, verbose=0)
+    assert CountingMaskedLMModel.traces == 1
+    after = [v.numpy() for v in embedding.trainable_weights + embedding.non_trainable_weights]
+    moved = any(not np.array_equal(a, b) for a, b in zip(frozen, after))
+    assert moved == trainable_embedding
+
+
 def test_masked_lm_model_rejects_wrong_masking_mode():
     with pytest.raises(ValueError, match="output_mode='fit'"):
         MaskedLMModel(tiny_backbone(), make_layer(output_mode="ids"))
