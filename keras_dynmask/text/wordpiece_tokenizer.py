@@ -1,14 +1,18 @@
 """`WordPieceTokenizer`: learn a WordPiece vocabulary, tokenize in-graph."""
 
 import collections
+import numbers
 import os
 import re
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import (
     wordpiece_tokenizer_learner_lib as learner,
 )
+
+from keras_dynmask import validation
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SUFFIX_INDICATOR = "##"
@@ -151,19 +155,20 @@ class WordPieceTokenizer(tf.Module):
                 f"Received: vocabulary={_short(vocabulary)}"
             )
         if sequence_length is not None and (
-            not isinstance(sequence_length, int)
-            or isinstance(sequence_length, bool)
-            or sequence_length < 3
+            not _is_int(sequence_length) or sequence_length < 3
         ):
             raise ValueError(
                 "`sequence_length` must be None or an int >= 3 (room for "
                 f"[CLS], one wordpiece and [SEP]). Received: "
                 f"sequence_length={sequence_length!r}"
             )
-        if not isinstance(lower_case, bool):
+        if not isinstance(lower_case, (bool, np.bool_)):
             raise ValueError(
                 f"`lower_case` must be a bool. Received: lower_case={lower_case!r}"
             )
+        # NumPy scalars are taken as the Python values they stand for.
+        sequence_length = None if sequence_length is None else int(sequence_length)
+        lower_case = bool(lower_case)
         self.vocabulary = vocabulary
         self.sequence_length = sequence_length
         self.lower_case = lower_case
@@ -239,15 +244,12 @@ class WordPieceTokenizer(tf.Module):
         Returns:
             A `WordPieceTokenizer`.
         """
-        if (
-            not isinstance(vocabulary_size, int)
-            or isinstance(vocabulary_size, bool)
-            or vocabulary_size <= len(SPECIAL_TOKENS)
-        ):
+        if not _is_int(vocabulary_size) or vocabulary_size <= len(SPECIAL_TOKENS):
             raise ValueError(
                 f"`vocabulary_size` must be an int > {len(SPECIAL_TOKENS)}. "
                 f"Received: vocabulary_size={vocabulary_size!r}"
             )
+        vocabulary_size = int(vocabulary_size)
         if isinstance(texts, tf.data.Dataset):
             dataset = texts
         elif isinstance(texts, (str, bytes)):
@@ -489,6 +491,11 @@ class WordPieceTokenizer(tf.Module):
             if ids.shape.rank == 1:
                 return self.detokenize(ids[None])[0]
             ids = tf.RaggedTensor.from_tensor(ids)
+        if not ids.dtype.is_integer:
+            raise ValueError(
+                f"`detokenize` takes integer ids. Received: ids of dtype {ids.dtype.name}"
+            )
+        ids = ids.with_flat_values(self._ids_in_vocabulary(ids.flat_values))
         ids = tf.cast(ids, tf.int32)
         flat = ids.flat_values
         keep = tf.reduce_all(
@@ -497,6 +504,25 @@ class WordPieceTokenizer(tf.Module):
         )
         kept = tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
         return self._wordpiece.detokenize(kept)
+
+    def _ids_in_vocabulary(self, ids):
+        """`ids`, checked to lie in `[0, vocabulary_size)`: tensorflow-text's
+        detokenizer reads outside its table otherwise (a crash, or garbage).
+        A `ValueError` eagerly, a failed assertion in a graph."""
+        size = self.vocabulary_size
+        if not tf.executing_eagerly():
+            return validation.checked_ids_below("WordPieceTokenizer.detokenize", ids, size)
+        if not bool(validation.ids_below(ids, size)):
+            raise ValueError(
+                f"WordPieceTokenizer.detokenize received ids outside [0, vocabulary_size="
+                f"{size}): min id {int(tf.reduce_min(ids))}, max id {int(tf.reduce_max(ids))}"
+            )
+        return ids
+
+
+def _is_int(value):
+    """An int or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _short(value, limit=80):

@@ -129,6 +129,39 @@ def test_detokenize_skips_special_tokens(tokenizer):
     assert tokenizer.detokenize(ids[1]).numpy() == b"the dog"
 
 
+@pytest.mark.parametrize(
+    "bad_ids, dtype, quoted",
+    [
+        ([[5, "size"]], tf.int32, "max id {size}"),
+        ([[-1, 5]], tf.int32, "min id -1"),
+        ([[5, 2**32 + 5]], tf.int64, f"max id {2**32 + 5}"),  # not wrapped to 5 by a cast
+    ],
+)
+def test_detokenize_rejects_ids_outside_the_vocabulary(tokenizer, bad_ids, dtype, quoted):
+    # tensorflow-text's detokenizer would read outside its table (a crash).
+    size = tokenizer.vocabulary_size
+    ids = tf.constant([[size if i == "size" else i for i in row] for row in bad_ids], dtype)
+    with pytest.raises(ValueError, match=quoted.format(size=size)):
+        tokenizer.detokenize(ids)
+    in_graph = tf.function(tokenizer.detokenize)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        in_graph(ids)
+    with pytest.raises(ValueError, match="float32"):
+        tokenizer.detokenize(tf.constant([[5.0]]))
+    # The edges of the vocabulary are fine.
+    assert tokenizer.detokenize(tf.constant([[0, size - 1]])).shape == (1,)
+
+
+def test_numpy_scalars_configure_like_python_values(tokenizer):
+    again = WordPieceTokenizer(
+        tokenizer.vocabulary, sequence_length=np.int64(12), lower_case=np.bool_(True)
+    )
+    assert (type(again.sequence_length), type(again.lower_case)) == (int, bool)
+    np.testing.assert_array_equal(again(TEXTS[:3]), tokenizer(TEXTS[:3]))
+    learned = WordPieceTokenizer.learn(TEXTS, vocabulary_size=np.int32(120), sequence_length=12)
+    assert learned.vocabulary == tokenizer.vocabulary
+
+
 def test_runs_in_tf_data_and_tf_function(tokenizer):
     ds = tf.data.Dataset.from_tensor_slices(TEXTS[:4]).map(tokenizer)
     assert [x.shape for x in ds] == [(12,)] * 4
@@ -173,6 +206,7 @@ def test_vocabulary_file_round_trip(tokenizer, tmp_path):
         ({"vocabulary": list(SPECIAL_TOKENS) + ["a", "a"]}, "repeated tokens \\['a'\\]"),
         ({"sequence_length": 2}, "sequence_length=2"),
         ({"lower_case": "yes"}, "lower_case='yes'"),
+        ({"sequence_length": np.bool_(True)}, "sequence_length=np.True_|sequence_length=True"),
     ],
 )
 def test_bad_configuration_quotes_the_value(kwargs, message):
