@@ -144,6 +144,18 @@ class DenoiserMixture(SpanCorruption):
                     "`mode_token_ids` must not be sentinel ids (sentinels: "
                     f"{self._sentinel_text()}). Received: mode_token_ids={mode_token_ids!r}"
                 )
+            if len(set(self.mode_token_ids)) != 3:
+                raise ValueError(
+                    "`mode_token_ids` must be three distinct ids (the mode must be "
+                    f"readable from the inputs). Received: mode_token_ids={mode_token_ids!r}"
+                )
+        # A mode token read as padding or as the end would corrupt every row of its mode.
+        for name, value in (("pad_token_id", self.pad_token_id), ("eos_id", self.eos_id)):
+            if value is not None and value in self.mode_token_ids:
+                raise ValueError(
+                    f"`{name}` must not be a mode token (mode_token_ids: "
+                    f"{self.mode_token_ids}, for R, X and S). Received: {name}={value!r}"
+                )
 
     def get_config(self):
         config = super(SpanCorruption, self).get_config()

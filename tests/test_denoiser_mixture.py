@@ -164,6 +164,9 @@ def test_ragged_rank_one_dict_and_not_training():
         (dict(mode_token_ids=[5, 6]), "mode_token_ids=[5, 6]"),
         (dict(mode_token_ids=[5, 6, VOCAB]), f"mode_token_ids=[5, 6, {VOCAB}]"),
         (dict(mode_token_ids=[5, 6, VOCAB - 1]), f"mode_token_ids=[5, 6, {VOCAB - 1}]"),
+        (dict(mode_token_ids=[5, 5, 6]), "mode_token_ids=[5, 5, 6]"),
+        (dict(pad_token_id=MODE_IDS[1]), f"pad_token_id={MODE_IDS[1]}"),
+        (dict(mode_token_ids=[5, 6, 7], eos_id=7), "eos_id=7"),
     ],
 )
 def test_bad_configuration_names_the_argument(kwargs, quoted):
