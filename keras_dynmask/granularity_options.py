@@ -8,6 +8,7 @@ into `keras_dynmask.kernels.word_selection` with them.
 import tensorflow as tf
 
 from keras_dynmask import validation
+from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels.word_selection import select_words
 
 GRANULARITIES = ("token", "word", "span")
@@ -63,16 +64,60 @@ def word_ids_input(rest, token_ids, granularity, word_starts):
                 f"{sorted(rest or {})}"
             )
         return None
-    if isinstance(word_ids, tf.RaggedTensor):
-        return word_ids.to_tensor(default_value=-1)
-    word_ids = tf.convert_to_tensor(word_ids)
+    if not isinstance(word_ids, tf.RaggedTensor):
+        word_ids = tf.convert_to_tensor(word_ids)
     if not word_ids.dtype.is_integer:
         raise ValueError(
             f'"word_ids" must be integers. Received: word_ids of dtype {word_ids.dtype.name}'
         )
+    word_ids = _shaped_like(word_ids, token_ids)
+    if isinstance(word_ids, tf.RaggedTensor):
+        return word_ids.to_tensor(default_value=-1)
     if token_ids.shape.rank == 1:
         return word_ids[None, :]
     return word_ids
+
+
+def _shaped_like(word_ids, token_ids):
+    """`word_ids`, checked to have `token_ids`' shape (row lengths, if ragged).
+
+    A `ValueError` when the static shapes already differ; else a run-time
+    check (dropped under XLA, where the shapes are static). Broadcasting a
+    `[B, 1]` or `[1, T]` table would draw words that are not the input's.
+    """
+    ragged = isinstance(word_ids, tf.RaggedTensor), isinstance(token_ids, tf.RaggedTensor)
+    message = '"word_ids" must have the shape of "token_ids"'
+    if ragged[0] != ragged[1] or word_ids.shape.rank != token_ids.shape.rank or (
+        not word_ids.shape.is_compatible_with(token_ids.shape)
+    ):
+        kinds = ["ragged " if r else "" for r in ragged]
+        raise ValueError(
+            f"{message}. Received: word_ids of {kinds[0]}shape {word_ids.shape}, "
+            f"token_ids of {kinds[1]}shape {token_ids.shape}"
+        )
+    if random_bits.in_xla_context():
+        return word_ids
+    if ragged[0]:
+        splits = word_ids.row_splits, tf.cast(token_ids.row_splits, word_ids.row_splits.dtype)
+        same = tf.cond(
+            tf.equal(tf.size(splits[0]), tf.size(splits[1])),
+            lambda: tf.reduce_all(tf.equal(*splits)),
+            lambda: tf.constant(False),
+        )
+        shapes = {
+            "word_ids_row_lengths": word_ids.row_lengths(),
+            "token_ids_row_lengths": token_ids.row_lengths(),
+        }
+    else:
+        same = tf.reduce_all(tf.equal(tf.shape(word_ids), tf.shape(token_ids)))
+        shapes = {"word_ids_shape": tf.shape(word_ids), "token_ids_shape": tf.shape(token_ids)}
+    checks = validation.require(same, message, **shapes)
+    if not checks:
+        return word_ids
+    with tf.control_dependencies(checks):
+        if ragged[0]:
+            return word_ids.with_flat_values(tf.identity(word_ids.flat_values))
+        return tf.identity(word_ids)
 
 
 def select_for_layer(layer, token_ids, eligible, seed, word_ids=None, mask_rate=None):

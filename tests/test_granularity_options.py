@@ -44,9 +44,28 @@ def test_word_ids_input_shapes_and_errors():
     assert granularity_options.word_ids_input(None, ids, "word", [True] * 6) is None
     single = granularity_options.word_ids_input({"word_ids": [0, 0, 1]}, tf.constant([1, 2, 3]), "word", None)
     assert single.shape == (1, 3)
+    ragged_ids = tf.ragged.constant([[5, 6], [7]])
     ragged = granularity_options.word_ids_input(
-        {"word_ids": tf.ragged.constant([[0, 1], [0]])}, ids, "span", None)
+        {"word_ids": tf.ragged.constant([[0, 1], [0]])}, ragged_ids, "span", None)
     np.testing.assert_array_equal(ragged.numpy(), [[0, 1], [0, -1]])
+    # Word ids of another shape would be broadcast into words that are not
+    # the input's: an error quoting both shapes.
+    for word_ids, batch, quoted in [
+        (tf.constant([[0], [0]]), tf.constant([[1, 2, 3]] * 2), r"\(2, 1\).*\(2, 3\)"),
+        (tf.constant([[0, 0, 1]]), tf.constant([[1, 2, 3]] * 2), r"\(1, 3\).*\(2, 3\)"),
+        (tf.constant([0, 0, 1]), ids, r"shape \(3,\), token_ids of shape \(1, 3\)"),
+        (tf.constant([[0, 1]]), ragged_ids, "word_ids of shape .*token_ids of ragged shape"),
+        (tf.ragged.constant([[0, 1], [0, 0]]), ragged_ids, r"row_lengths=\[2, 2\].*\[2, 1\]"),
+    ]:
+        with pytest.raises(ValueError, match=quoted):
+            granularity_options.word_ids_input({"word_ids": word_ids}, batch, "word", None)
+    in_graph = tf.function(
+        lambda w, x: granularity_options.word_ids_input({"word_ids": w}, x, "word", None),
+        input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
+    )
+    np.testing.assert_array_equal(in_graph(ids, ids), ids)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must have the shape"):
+        in_graph(tf.constant([[0], [0]]), tf.constant([[1, 2, 3]] * 2))
     with pytest.raises(ValueError, match="word_starts=None and no 'word_ids'.*\\['segment_ids'\\]"):
         granularity_options.word_ids_input({"segment_ids": ids}, ids, "word", None)
     with pytest.raises(ValueError, match="float32"):
