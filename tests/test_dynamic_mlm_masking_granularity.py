@@ -214,6 +214,32 @@ def test_runs_under_xla(granularity):
     assert (out["mask"].numpy().sum(1) <= 8).all()
 
 
+@pytest.mark.parametrize(
+    "granularity, selection, max_predictions",
+    [("word", "bernoulli", None), ("word", "bernoulli", 6), ("word", "exact", None),
+     ("word", "exact", 6), ("span", "exact", 6)],
+)
+def test_a_call_seed_selects_the_same_words_whatever_is_known_of_the_length(
+    granularity, selection, max_predictions
+):
+    # A pure function of (inputs, seed): eager, a graph of unknown length (a
+    # `keras.Input((None,))` model, a SavedModel signature) and XLA agree.
+    layer = make_layer(granularity=granularity, selection=selection, mask_rate=0.3,
+                       max_predictions=max_predictions, output_mode="dict")
+    ids, seed = tf.constant(random_ids(8, 40)), tf.constant([3, 5])
+    signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([2], tf.int32)]
+    eager = layer(ids, seed=seed)["mask"].numpy()
+    assert eager.any()
+    for jit_compile in (False, True):
+        unknown_length = tf.function(
+            lambda x, s: layer(x, seed=s)["mask"], input_signature=signature,
+            jit_compile=jit_compile,
+        )
+        np.testing.assert_array_equal(unknown_length(ids, seed), eager)
+    known_length = tf.function(lambda x, s: layer(x, seed=s)["mask"])
+    np.testing.assert_array_equal(known_length(ids, seed), eager)
+
+
 def test_masked_lm_triple():
     ids = random_ids(4, 20)
     segments = np.zeros_like(ids)

@@ -119,14 +119,25 @@ RUNNING_SUM_BITS = 12
 
 def running_sums_apply(mask_rate, length):
     """Whether `bernoulli_words_by_running_sums` serves this rate and width:
-    a Python rate that 12-bit thresholds realise closely, and rows short
-    enough that float32 running sums of 12-bit values stay exact."""
+    a Python rate that 12-bit thresholds realise closely, and rows whose
+    running sums of 12-bit values stay exact in float64 (any width known
+    only at run time is taken to: 2**41 tokens a row).
+
+    Whether the width is static must not matter: the same inputs and seed
+    select the same words in an eager call, a graph of unknown length and
+    XLA.
+    """
     return (
         isinstance(mask_rate, float)
-        and isinstance(length, int)
-        and length * 2**RUNNING_SUM_BITS <= 2**24
+        and _sums_exact(length, RUNNING_SUM_BITS)
         and random_bits.precise_enough([mask_rate], RUNNING_SUM_BITS)
     )
+
+
+def _sums_exact(length, bits):
+    """Whether float64 running sums of `bits`-bit values are exact over
+    rows of `length` (a static width; `None` or a tensor: yes)."""
+    return not isinstance(length, int) or length * 2**bits <= 2**53
 
 
 def running_sum_word_values(starts, seed, bits):
@@ -144,6 +155,8 @@ def running_sum_word_values(starts, seed, bits):
     field = 2**bits - 1
     draws = random_bits.uniform_bits(tf.shape(starts), seed, 16 if bits <= 16 else 32)
     word_draws = tf.where(starts, tf.bitwise.bitwise_and(draws, field), 0)
+    # float32 where the static width keeps every sum below 2**24, else
+    # float64: both exact, so the values do not depend on the choice.
     width = starts.shape[1]
     in_float32 = isinstance(width, int) and width * 2**bits <= 2**24
     sums = row_lists.row_counts(word_draws, tf.float32 if in_float32 else tf.float64)
@@ -166,9 +179,10 @@ WORD_KEY_BITS = 24
 
 
 def running_sum_keys_apply(length):
-    """Whether `running_sum_word_values` keys rows of `length`: a static
-    width whose float64 running sums of 24-bit draws stay exact."""
-    return isinstance(length, int) and length * 2**WORD_KEY_BITS <= 2**53
+    """Whether `running_sum_word_values` keys rows of `length`: a width
+    whose float64 running sums of 24-bit draws stay exact (one known only
+    at run time is taken to: 2**29 tokens a row)."""
+    return _sums_exact(length, WORD_KEY_BITS)
 
 
 def span_lengths(shape, seed, span_length_p, max_span_length):
@@ -292,7 +306,7 @@ def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
 def exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions=None):
     """`exact_words` keyed by `running_sum_word_values`: no word numbering
     and no gather from word space (`running_sum_keys_apply` widths)."""
-    length = eligible.shape[1]
+    length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
     return budget_fill.fill_budget(
         eligible,
         running_sum_word_values(starts, seed, WORD_KEY_BITS),

@@ -314,9 +314,13 @@ def test_running_sum_draws_select_words_independently():
     assert abs(both - 0.09 * pairs) < Z * sigma
 
 
-@pytest.mark.parametrize("rate, length", [(0.003, 64), (0.3, 5000)])
-def test_rates_and_widths_past_the_running_sums_take_the_word_space_path(rate, length):
-    assert not word_selection.running_sums_apply(rate, length)
+@pytest.mark.parametrize("rate, length, running_sums", [(0.003, 64, False), (0.3, 5000, True)])
+def test_imprecise_rates_take_the_word_space_path_and_long_rows_keep_running_sums(
+    rate, length, running_sums
+):
+    # 12-bit thresholds cannot realise 0.003; a row of 5000 tokens is past
+    # float32's exact sums but within float64's. Either way, whole words.
+    assert word_selection.running_sums_apply(rate, length) == running_sums
     table = continuation_table(0.5)
     ids = random_batch(4, length)
     selected = select(ids, table, "word", "bernoulli", rate)
