@@ -156,7 +156,15 @@ class SpanCorruption(MaskingLayer):
         check = validation
         vocabulary_size = self.vocabulary_size
         if sentinel_ids is None:
-            self.num_sentinels = check.as_int("num_sentinels", num_sentinels, 1, vocabulary_size)
+            count = check.as_int("num_sentinels", num_sentinels, 1)
+            if count >= vocabulary_size:
+                raise ValueError(
+                    f"`num_sentinels` (default 100) must be below vocabulary_size="
+                    f"{vocabulary_size}: the default sentinels are the vocabulary's top ids, "
+                    "and some ids must remain for the tokens. Pass a smaller "
+                    f"`num_sentinels` or `sentinel_ids`. Received: num_sentinels={num_sentinels!r}"
+                )
+            self.num_sentinels = count
             self._given_sentinel_ids = None
             self.sentinel_ids = [vocabulary_size - 1 - i for i in range(self.num_sentinels)]
         else:

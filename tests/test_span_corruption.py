@@ -72,6 +72,7 @@ def _dense(value):
         (dict(sentinel_ids=[5, 5]), "sentinel_ids=[5, 5]"),
         (dict(sentinel_ids=[VOCAB]), f"sentinel_ids=[{VOCAB}]"),
         (dict(num_sentinels=0), "num_sentinels=0"),
+        (dict(num_sentinels=VOCAB), f"below vocabulary_size={VOCAB}.*num_sentinels={VOCAB}"),
         (dict(eos_id=VOCAB - 1), f"eos_id={VOCAB - 1}"),
         (dict(pad_token_id=VOCAB - 2), f"pad_token_id={VOCAB - 2}"),
         (dict(inputs_length=0), "inputs_length=0"),
