@@ -186,6 +186,12 @@ class SpanCorruption(MaskingLayer):
                     f"`{name}` must not be a sentinel id (sentinels: "
                     f"{self._sentinel_text()}). Received: {name}={value!r}"
                 )
+        if self.eos_id is not None and self.eos_id == self.pad_token_id:
+            raise ValueError(
+                "`eos_id` must differ from `pad_token_id`: an end read as padding "
+                "would be dropped with it (a row's real tokens end at its last "
+                f"non-padding id). Received: eos_id={eos_id!r}, pad_token_id={pad_token_id!r}"
+            )
         self.inputs_length = check.as_int("inputs_length", inputs_length, 1, allow_none=True)
         self.targets_length = check.as_int("targets_length", targets_length, 1, allow_none=True)
         self.seed = check.as_seed(seed)

@@ -75,6 +75,7 @@ def _dense(value):
         (dict(num_sentinels=VOCAB), f"below vocabulary_size={VOCAB}.*num_sentinels={VOCAB}"),
         (dict(eos_id=VOCAB - 1), f"eos_id={VOCAB - 1}"),
         (dict(pad_token_id=VOCAB - 2), f"pad_token_id={VOCAB - 2}"),
+        (dict(eos_id=0, pad_token_id=0), "eos_id=0, pad_token_id=0"),
         (dict(inputs_length=0), "inputs_length=0"),
         (dict(targets_length=2.5), "targets_length=2.5"),
         (dict(seed="x"), "seed='x'"),
