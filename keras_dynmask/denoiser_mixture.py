@@ -188,6 +188,11 @@ class DenoiserMixture(SpanCorruption):
                 )
             mode = validation.as_choice(f"denoisers[{i}][0]", denoiser[0], MODES)
             if mode == "S":
+                if denoiser[1] is not None or denoiser[2] is not None:
+                    raise ValueError(
+                        "The S-denoiser (a prefix-LM split) has no span length or "
+                        f"density: write it ('S', None, None). Received: denoisers[{i}]={denoiser!r}"
+                    )
                 checked.append(("S", None, None))
                 continue
             mean = validation.as_float(f"denoisers[{i}][1]", denoiser[1], 1)

@@ -158,6 +158,7 @@ def test_ragged_rank_one_dict_and_not_training():
         (dict(denoisers=[("R", 0.5, 0.1)]), "denoisers[0][1]=0.5"),
         (dict(denoisers=[("R", 3, 1.0)]), "denoisers[0][2]=1.0"),
         (dict(denoisers=[("R", 3)]), "denoisers[0]=('R', 3)"),
+        (dict(denoisers=[("R", 3, 0.15), ("S", 3, 0.1)]), "denoisers[1]=('S', 3, 0.1)"),
         (dict(rates=[1, 2]), "rates=[1, 2]"),
         (dict(rates=[0] * 7), "rates=[0, 0, 0, 0, 0, 0, 0]"),
         (dict(rates=[-1] + [1] * 6), "rates[0]=-1"),
