@@ -42,7 +42,7 @@ Attributes:
     tokens_length: the most real tokens a row may hold so that its inputs
         fit the wanted length.
     targets_length: the targets' length for a row of `tokens_length` tokens
-        (rows of fewer tokens never have longer targets).
+        (rows of fewer tokens never have longer targets), at least 1.
 """
 
 
@@ -174,7 +174,9 @@ def lengths_for_inputs_length(
     tokens_length = max(inputs_length - extra_inputs_tokens, 0)
     while corrupted_lengths(tokens_length + 1)[0] <= inputs_length:
         tokens_length += 1
-    return SpanLengths(tokens_length, corrupted_lengths(tokens_length)[1])
+    # At least 1, the shortest `targets_length` a layer takes (a row too
+    # short for noise and no eos has empty targets).
+    return SpanLengths(tokens_length, max(corrupted_lengths(tokens_length)[1], 1))
 
 
 # Draws per cut point (plus `SPARE_DRAWS`) in `_cuts_from_first_distinct`:

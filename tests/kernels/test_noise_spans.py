@@ -87,6 +87,9 @@ def test_lengths_for_inputs_length_are_the_largest_that_fit():
 
             assert inputs_length(tokens)[0] <= wanted < inputs_length(tokens + 1)[0]
             assert targets == inputs_length(tokens)[1]
+    # Too short for noise and no eos: empty targets, reported as 1, the
+    # shortest targets_length a layer takes.
+    assert noise_spans.lengths_for_inputs_length(1, 0.15, 3.0, extra_inputs_tokens=0) == (1, 1)
 
 
 def test_random_cuts_are_distinct_sorted_and_in_range():
