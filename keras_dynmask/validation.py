@@ -108,10 +108,13 @@ def as_int_list(name, value, low=None, high=None):
 def as_bool_table(name, value, size, allow_none=True):
     """A 1-d sequence of `size` bools as a list of Python bools, else a `ValueError`.
 
-    Accepts a list, tuple or NumPy array of bools (or of 0/1 integers).
+    Accepts a list, tuple, NumPy array or eager tensor of bools (or of 0/1
+    integers).
     """
     if value is None and allow_none:
         return None
+    if hasattr(value, "numpy") and callable(value.numpy):  # an eager tensor
+        value = value.numpy()
     array = np.asarray(value) if isinstance(value, (list, tuple, np.ndarray)) else None
     if (
         array is None
@@ -119,7 +122,10 @@ def as_bool_table(name, value, size, allow_none=True):
         or array.shape[0] != size
         or not (array.dtype == bool or (array.dtype.kind in "iu" and np.isin(array, (0, 1)).all()))
     ):
-        shown = value if array is None or array.size <= 8 else f"array of shape {array.shape}"
+        if array is None:
+            shown = type(value).__name__ if hasattr(value, "shape") else value
+        else:
+            shown = value if array.size <= 8 else f"array of shape {array.shape}"
         raise ValueError(
             f"`{name}` must be {'None or ' if allow_none else ''}{size} bools, one per id. "
             f"Received: {name}={shown!r}"

@@ -21,6 +21,13 @@ def test_checked_options_accept_numpy_scalars_and_quote_bad_values():
         layer_like(), "span", np.array(table), np.float32(0.25), np.int64(4))
     assert (granularity, starts, p, longest) == ("span", table, 0.25, 4)
     assert type(p) is float and type(longest) is int
+    # An eager tensor table (e.g. from tf.constant) is taken as its values;
+    # a wrong length is quoted by its shape, not printed whole.
+    from_tensor = granularity_options.checked_options(
+        layer_like(), "word", tf.constant(table), 0.2, 10)[1]
+    assert from_tensor == table and all(type(start) is bool for start in from_tensor)
+    with pytest.raises(ValueError, match=r"6 bools.*array of shape \(40,\)"):
+        granularity_options.checked_options(layer_like(), "word", tf.ones([40], tf.bool), 0.2, 10)
     with pytest.raises(ValueError, match="granularity.*'sentence'"):
         granularity_options.checked_options(layer_like(), "sentence", None, 0.2, 10)
     with pytest.raises(ValueError, match="max_span_length.*0"):
