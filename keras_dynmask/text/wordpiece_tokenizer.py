@@ -1,7 +1,6 @@
 """`WordPieceTokenizer`: learn a WordPiece vocabulary, tokenize in-graph."""
 
 import collections
-import numbers
 import os
 import re
 
@@ -155,7 +154,7 @@ class WordPieceTokenizer(tf.Module):
                 f"Received: vocabulary={_short(vocabulary)}"
             )
         if sequence_length is not None and (
-            not _is_int(sequence_length) or sequence_length < 3
+            not validation.is_integer(sequence_length) or sequence_length < 3
         ):
             raise ValueError(
                 "`sequence_length` must be None or an int >= 3 (room for "
@@ -244,7 +243,7 @@ class WordPieceTokenizer(tf.Module):
         Returns:
             A `WordPieceTokenizer`.
         """
-        if not _is_int(vocabulary_size) or vocabulary_size <= len(SPECIAL_TOKENS):
+        if not validation.is_integer(vocabulary_size) or vocabulary_size <= len(SPECIAL_TOKENS):
             raise ValueError(
                 f"`vocabulary_size` must be an int > {len(SPECIAL_TOKENS)}. "
                 f"Received: vocabulary_size={vocabulary_size!r}"
@@ -518,11 +517,6 @@ class WordPieceTokenizer(tf.Module):
                 f"{size}): min id {int(tf.reduce_min(ids))}, max id {int(tf.reduce_max(ids))}"
             )
         return ids
-
-
-def _is_int(value):
-    """An int or NumPy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _short(value, limit=80):
