@@ -277,13 +277,18 @@ def span_words(
     lengths = tf.pad(lengths, [[padding, 0], [0, 0]])  # padding spans reach no word
     word_keys = covering_keys(priorities, lengths, max_span_length)
     token_keys = spread_word_major(word_keys, word_index)
-    length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
-    bound = budget_fill.budget_bound(length, mask_rate, max_predictions)
+    bound = budget_fill.budget_bound(_width(eligible), mask_rate, max_predictions)
     budget = budget_fill.word_budget(eligible, mask_rate, max_predictions)
     key_bound = 2**31  # covering_keys' int32
     return budget_fill.fill_budget(
         eligible, token_keys, budget, bound, key_bound, cap=max_predictions
     )
+
+
+def _width(tokens):
+    """The rows' length: a Python int when static (static bounds for XLA),
+    else a scalar tensor."""
+    return tokens.shape[1] if tokens.shape[1] is not None else tf.shape(tokens)[1]
 
 
 def _priority_key_bound(length):
@@ -306,12 +311,11 @@ def exact_words(eligible, word_index, mask_rate, seed, max_predictions=None):
 def exact_words_by_running_sums(eligible, starts, mask_rate, seed, max_predictions=None):
     """`exact_words` keyed by `running_sum_word_values`: no word numbering
     and no gather from word space (`running_sum_keys_apply` widths)."""
-    length = eligible.shape[1] if eligible.shape[1] is not None else tf.shape(eligible)[1]
     return budget_fill.fill_budget(
         eligible,
         running_sum_word_values(starts, seed, WORD_KEY_BITS),
         budget_fill.word_budget(eligible, mask_rate, max_predictions),
-        budget_fill.budget_bound(length, mask_rate, max_predictions),
+        budget_fill.budget_bound(_width(eligible), mask_rate, max_predictions),
         2**WORD_KEY_BITS,
         cap=max_predictions,
     )
@@ -336,7 +340,7 @@ def cap_words(selected, word_index, max_predictions, seed, starts=None):
             width = tf.shape(selected, out_type=tf.int64)[1]
             keys = tf.cast(priorities, tf.int64) * width + tf.range(width)[None, :]
             keys = spread_to_tokens(keys, word_index)
-            key_bound = _priority_key_bound(selected.shape[1] or tf.shape(selected)[1])
+            key_bound = _priority_key_bound(_width(selected))
         return budget_fill.fill_budget(
             selected,
             keys,
