@@ -1,7 +1,7 @@
 """`import keras_dynmask` loads TensorFlow and Keras, and nothing heavy besides.
 
-Each check runs in a fresh Python process, so what this test process has
-already imported does not count.
+The checks run in one fresh Python process, stage after stage, so what this
+test process has already imported does not count.
 """
 
 import json
@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 HEAVY = ("tensorflow_text", "tensorflow_datasets", "matplotlib", "keras_dynmask.text",
          "keras_dynmask.tools")
@@ -42,13 +44,72 @@ def heavy(names):
     return {n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY)}
 
 
-def test_import_keras_dynmask_adds_no_heavy_module():
-    baseline, with_package, with_data = loaded_modules(
-        "import tensorflow, keras",
-        "import keras_dynmask",
-        # Nor through the data helpers users import for masking.
-        "from keras_dynmask.data import mask_dataset, distribute_masking",
+# Ops of tensorflow-text's whitespace tokenizer: registered only where it is loaded.
+WHITESPACE_OP = "TFText>WhitespaceTokenizeWithOffsetsV2"
+
+# The stages the tests read, run in turn in one fresh Python (one
+# TensorFlow start-up): the lazy tokenizer comes last, as it loads what the
+# earlier stages must not. `{text}` and `{core}` are two SavedModels, one
+# holding a tensorflow-text op.
+STAGES = (
+    "import tensorflow, keras",
+    "import keras_dynmask",
+    # Nor through the data helpers users import for masking.
+    "from keras_dynmask.data import mask_dataset, distribute_masking",
+    # Nor by listing the ops an export needs, one of them tensorflow-text's.
+    """
+    from keras_dynmask import export
+    found = export.required_ops({text!r}), export.required_ops({core!r})
+    assert found == ([{op!r}], []), found
+    """,
+    """
+    import sys
+    import keras_dynmask
+    assert "keras_dynmask.text" not in sys.modules
+    assert "tensorflow_text" not in sys.modules
+    tokenizer_class = keras_dynmask.WordPieceTokenizer
+    from keras_dynmask.text import WordPieceTokenizer
+    assert tokenizer_class is WordPieceTokenizer
+    assert "WordPieceTokenizer" in keras_dynmask.__all__
+    try:
+        keras_dynmask.NoSuchThing
+    except AttributeError as error:
+        assert "NoSuchThing" in str(error)
+    else:
+        raise AssertionError("keras_dynmask.NoSuchThing resolved")
+    """,
+)
+
+
+def saved_models(directory):
+    """`(text, core)`: a SavedModel tokenizing with tensorflow-text, one with core ops."""
+    import tensorflow as tf
+    import tensorflow_text
+
+    tokenizer = tensorflow_text.WhitespaceTokenizer()
+    text, core = tf.Module(), tf.Module()
+    text.tokenize = tf.function(
+        lambda texts: tokenizer.tokenize(texts).to_tensor(""),
+        input_signature=[tf.TensorSpec([None], tf.string)],
     )
+    core.add = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([None], tf.int32)])
+    paths = str(directory / "text"), str(directory / "core")
+    tf.saved_model.save(text, paths[0], signatures=text.tokenize)
+    tf.saved_model.save(core, paths[1], signatures=core.add)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """`loaded_modules(*STAGES)`: the names after each stage."""
+    text, core = saved_models(tmp_path_factory.mktemp("exports"))
+    filled = [s.replace("{text!r}", repr(text)).replace("{core!r}", repr(core))
+              .replace("{op!r}", repr(WHITESPACE_OP)) for s in STAGES]
+    return loaded_modules(*filled)
+
+
+def test_import_keras_dynmask_adds_no_heavy_module(stages):
+    baseline, with_package, with_data, _, _ = stages
     # `import keras` itself may load matplotlib when it is installed; the
     # package must add none of these beyond what TensorFlow and Keras load.
     assert not heavy(baseline) & {"tensorflow_text", "tensorflow_datasets"}
@@ -62,23 +123,13 @@ def test_import_keras_dynmask_adds_no_heavy_module():
         assert name not in with_package and name not in with_data
 
 
-def test_word_piece_tokenizer_resolves_lazily():
-    names = loaded_modules(
-        """
-        import sys
-        import keras_dynmask
-        assert "keras_dynmask.text" not in sys.modules
-        assert "tensorflow_text" not in sys.modules
-        tokenizer_class = keras_dynmask.WordPieceTokenizer
-        from keras_dynmask.text import WordPieceTokenizer
-        assert tokenizer_class is WordPieceTokenizer
-        assert "WordPieceTokenizer" in keras_dynmask.__all__
-        try:
-            keras_dynmask.NoSuchThing
-        except AttributeError as error:
-            assert "NoSuchThing" in str(error)
-        else:
-            raise AssertionError("keras_dynmask.NoSuchThing resolved")
-        """
-    )
+def test_listing_an_exports_ops_imports_no_tensorflow_text(stages):
+    # The stage asserted the ops it found: the tokenizer's for one export,
+    # none for the other.
+    names = stages[3]
+    assert "keras_dynmask.export" in names and "tensorflow_text" not in names
+
+
+def test_word_piece_tokenizer_resolves_lazily(stages):
+    names = stages[-1]
     assert "keras_dynmask.text" in names and "tensorflow_text" in names
