@@ -33,6 +33,14 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 SHARED_RUN_FILES = {  # under tests/
     "examples/test_demo.py": "examples/test_pretrain_mlm.py",
     "test_plain_tensorflow.py": "examples/test_pretrain_mlm.py",
+    # Every other user of the plain-TensorFlow processes (each takes a
+    # TensorFlow start-up, 5-6 s, once per worker that needs it).
+    "examples/test_pretrain_t5.py": "examples/test_pretrain_mlm.py",
+    "examples/test_train_causal_lm.py": "examples/test_pretrain_mlm.py",
+    "test_dynamic_mlm_masking.py": "examples/test_pretrain_mlm.py",
+    "test_span_corruption.py": "examples/test_pretrain_mlm.py",
+    "test_masked_lm_model.py": "examples/test_pretrain_mlm.py",
+    "test_causal_mask.py": "examples/test_pretrain_mlm.py",
 }
 
 
