@@ -1,15 +1,6 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Under pytest-xdist with a worker per core (`make test`: 2 on 2 cores),
-# each worker's TensorFlow gets one intra-op thread: two processes whose
-# thread pools each span every core only preempt and spin against each
-# other (the suite took 331-333 s with one thread, 349-359 s without).
-# Set before TensorFlow starts its runtime; child processes the tests
-# start (services, plain-TensorFlow servers) inherit it. A value already
-# in the environment is kept.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1):
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
