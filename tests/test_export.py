@@ -13,11 +13,12 @@ from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
 from keras_dynmask import SpanCorruption
 from keras_dynmask import export
+from saved_model_samples import WHITESPACE_OP
+from saved_model_samples import whitespace_tokenizer_export
 
 IDS = tf.TensorSpec([None, None], tf.int32, name="token_ids")
 SEED = tf.TensorSpec([2], tf.int64, name="seed")
 # Ops of tensorflow-text's tokenizers: registered only where it is loaded.
-WHITESPACE_OP = "TFText>WhitespaceTokenizeWithOffsetsV2"
 TEXT_OPS = ("RegexSplitWithOffsets", "NormalizeUTF8", "CaseFoldUTF8", WHITESPACE_OP)
 
 
@@ -89,17 +90,7 @@ def keras_export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer_export(tmp_path_factory):
     """A SavedModel that tokenizes with tensorflow-text."""
-    import tensorflow_text as text
-
-    tokenizer = text.WhitespaceTokenizer()
-    module = tf.Module()
-    module.tokenize = tf.function(
-        lambda texts: tokenizer.tokenize(texts).to_tensor(""),
-        input_signature=[tf.TensorSpec([None], tf.string)],
-    )
-    path = str(tmp_path_factory.mktemp("text"))
-    tf.saved_model.save(module, path, signatures=module.tokenize)
-    return path
+    return whitespace_tokenizer_export(str(tmp_path_factory.mktemp("text")))
 
 
 def test_the_package_layers_need_only_core_ops(layers_export):

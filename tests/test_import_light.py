@@ -11,6 +11,10 @@ import sys
 import textwrap
 
 import pytest
+import tensorflow as tf
+
+from saved_model_samples import WHITESPACE_OP
+from saved_model_samples import whitespace_tokenizer_export
 
 HEAVY = ("tensorflow_text", "tensorflow_datasets", "matplotlib", "keras_dynmask.text",
          "keras_dynmask.tools")
@@ -44,25 +48,16 @@ def heavy(names):
     return {n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY)}
 
 
-# Ops of tensorflow-text's whitespace tokenizer: registered only where it is loaded.
-WHITESPACE_OP = "TFText>WhitespaceTokenizeWithOffsetsV2"
-
-# The stages the tests read, run in turn in one fresh Python (one
-# TensorFlow start-up): the lazy tokenizer comes last, as it loads what the
-# earlier stages must not. `{text}` and `{core}` are two SavedModels, one
-# holding a tensorflow-text op.
-STAGES = (
-    "import tensorflow, keras",
-    "import keras_dynmask",
+# The first stages the tests read, by name; the `stages` fixture runs them
+# in turn in one fresh Python (one TensorFlow start-up), then
+# `export_stage`, then `TOKENIZER_STAGE`, which loads what the others must not.
+STAGES = {
+    "baseline": "import tensorflow, keras",
+    "package": "import keras_dynmask",
     # Nor through the data helpers users import for masking.
-    "from keras_dynmask.data import mask_dataset, distribute_masking",
-    # Nor by listing the ops an export needs, one of them tensorflow-text's.
-    """
-    from keras_dynmask import export
-    found = export.required_ops({text!r}), export.required_ops({core!r})
-    assert found == ([{op!r}], []), found
-    """,
-    """
+    "data": "from keras_dynmask.data import mask_dataset, distribute_masking",
+}
+TOKENIZER_STAGE = """
     import sys
     import keras_dynmask
     assert "keras_dynmask.text" not in sys.modules
@@ -77,39 +72,38 @@ STAGES = (
         assert "NoSuchThing" in str(error)
     else:
         raise AssertionError("keras_dynmask.NoSuchThing resolved")
-    """,
-)
+"""
 
 
-def saved_models(directory):
-    """`(text, core)`: a SavedModel tokenizing with tensorflow-text, one with core ops."""
-    import tensorflow as tf
-    import tensorflow_text
-
-    tokenizer = tensorflow_text.WhitespaceTokenizer()
-    text, core = tf.Module(), tf.Module()
-    text.tokenize = tf.function(
-        lambda texts: tokenizer.tokenize(texts).to_tensor(""),
-        input_signature=[tf.TensorSpec([None], tf.string)],
-    )
-    core.add = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([None], tf.int32)])
-    paths = str(directory / "text"), str(directory / "core")
-    tf.saved_model.save(text, paths[0], signatures=text.tokenize)
-    tf.saved_model.save(core, paths[1], signatures=core.add)
-    return paths
+def export_stage(text_export, core_export):
+    """Lists the ops of two exports (one holds a tensorflow-text op) and
+    asserts what it finds."""
+    return f"""
+    from keras_dynmask import export
+    found = export.required_ops({text_export!r}), export.required_ops({core_export!r})
+    assert found == ([{WHITESPACE_OP!r}], []), found
+    """
 
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """`loaded_modules(*STAGES)`: the names after each stage."""
-    text, core = saved_models(tmp_path_factory.mktemp("exports"))
-    filled = [s.replace("{text!r}", repr(text)).replace("{core!r}", repr(core))
-              .replace("{op!r}", repr(WHITESPACE_OP)) for s in STAGES]
-    return loaded_modules(*filled)
+    """`{stage name: the module names after it}`, the stages run in turn."""
+    directory = tmp_path_factory.mktemp("exports")
+    text_export = whitespace_tokenizer_export(str(directory / "text"))
+    core = tf.Module()
+    core.add = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([None], tf.int32)])
+    core_export = str(directory / "core")
+    tf.saved_model.save(core, core_export, signatures=core.add)
+    named = {
+        **STAGES,
+        "export": export_stage(text_export, core_export),
+        "tokenizer": TOKENIZER_STAGE,
+    }
+    return dict(zip(named, loaded_modules(*named.values())))
 
 
 def test_import_keras_dynmask_adds_no_heavy_module(stages):
-    baseline, with_package, with_data, _, _ = stages
+    baseline, with_package, with_data = (stages[k] for k in ("baseline", "package", "data"))
     # `import keras` itself may load matplotlib when it is installed; the
     # package must add none of these beyond what TensorFlow and Keras load.
     assert not heavy(baseline) & {"tensorflow_text", "tensorflow_datasets"}
@@ -126,10 +120,10 @@ def test_import_keras_dynmask_adds_no_heavy_module(stages):
 def test_listing_an_exports_ops_imports_no_tensorflow_text(stages):
     # The stage asserted the ops it found: the tokenizer's for one export,
     # none for the other.
-    names = stages[3]
+    names = stages["export"]
     assert "keras_dynmask.export" in names and "tensorflow_text" not in names
 
 
 def test_word_piece_tokenizer_resolves_lazily(stages):
-    names = stages[-1]
+    names = stages["tokenizer"]
     assert "keras_dynmask.text" in names and "tensorflow_text" in names
