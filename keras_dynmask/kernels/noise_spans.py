@@ -209,19 +209,18 @@ def random_cuts(totals, parts, seed, num_gaps, max_cuts):
     gaps = tf.range(1, num_gaps + 1)[None, :]
     if not random_bits.in_xla_context():
         first_seed, fallback_seed = seeds.split_seed(seed, 2)
-        first_distinct, enough = _cuts_from_first_distinct(totals, parts, first_seed, num_gaps)
+        first_distinct, enough = _cuts_from_first_distinct(
+            totals, parts, first_seed, num_gaps, max_cuts
+        )
 
         def exact_subsets():
-            return selection.exact_tokens(
+            chosen = selection.exact_tokens(
                 gaps < totals[:, None], tf.maximum(parts - 1, 0), fallback_seed
             )
+            cuts = _listed_gaps(chosen, max_cuts)
+            return tf.where(cuts < 0, totals[:, None], cuts)
 
-        chosen = tf.cond(enough, lambda: first_distinct, exact_subsets)
-        # The chosen gaps, listed row by row in ascending order.
-        coordinates = tf.where(chosen)
-        cuts = row_lists.pad_rows(
-            tf.cast(coordinates[:, 1], tf.int32) + 1, coordinates[:, 0], rows, max_cuts, -1)
-        return tf.where(cuts < 0, totals[:, None], cuts)
+        return tf.cond(enough, lambda: first_distinct, exact_subsets)
     draws = random_bits.uniform_bits(tf.stack([rows, num_gaps]), seed, 32)
     keys = tf.bitcast(tf.bitwise.right_shift(draws, 1), tf.int32)
     keys = tf.where(gaps < totals[:, None], keys, -1)
@@ -249,8 +248,21 @@ def _running_count(flags):
     )
 
 
-def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
-    """The chosen gaps of each row from a few uniform draws, not one per gap.
+def _listed_gaps(chosen, max_cuts):
+    """int32 `[R, max_cuts]`: per row, the gaps (from 1) of the nonzero
+    columns of `chosen` ascending, then -1."""
+    coordinates = tf.where(chosen)
+    return row_lists.pad_rows(
+        tf.cast(coordinates[:, 1], tf.int32) + 1,
+        coordinates[:, 0],
+        tf.shape(chosen)[0],
+        max_cuts,
+        -1,
+    )
+
+
+def _cuts_from_first_distinct(totals, parts, seed, num_gaps, max_cuts):
+    """`random_cuts` from a few uniform draws a row, not one per gap.
 
     A row picks `c = parts - 1` of its `g = totals - 1` gaps, or, when
     `c > g / 2`, the `g - c` gaps it leaves out. It draws gaps uniformly
@@ -262,9 +274,14 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
     row's did. A gap is drawn as `floor(u * g / 2**32)` of a 32-bit `u`,
     uniform to within `g / 2**32`.
 
+    The kept gaps are listed from a table of the rows' gaps; where the
+    left-out gaps were drawn, a row's `i`-th cut is `i` plus the number of
+    left-out gaps before it: with the left-out `l_1 < l_2 < ...`, those
+    `l_j` with `l_j - j < i`, which a binary search counts.
+
     Returns:
-        `(chosen, enough)`: bool `[R, num_gaps]` (column `j` is gap `j + 1`)
-        and a bool scalar.
+        `(cuts, enough)`: int32 `[R, max_cuts]` as `random_cuts` gives
+        them, and a bool scalar.
     """
     rows = tf.shape(totals)[0]
     gap_count = tf.maximum(totals - 1, 0)
@@ -284,13 +301,20 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps):
     distinct_so_far = _running_count(is_first)
     kept = tf.logical_and(is_first, distinct_so_far <= to_mark[:, None])
     enough = tf.reduce_all(distinct_so_far[:, -1] >= to_mark)
-    marked = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int32), segments, rows * columns) > 0
-    marked = tf.reshape(marked, tf.stack([rows, columns]))[:, :-1]
-    # The marked gaps, or the row's other gaps where the marked are left out
-    # (marked gaps always lie in the row).
-    in_row = tf.range(num_gaps)[None, :] < gap_count[:, None]
-    chosen = tf.logical_and(in_row, tf.math.logical_xor(marked, left_out[:, None]))
-    return chosen, enough
+    # Each kept gap once in a table of the rows' gaps (kept gaps lie in their
+    # row, never in the clipped last column).
+    marked = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int32), segments, rows * columns)
+    marked = _listed_gaps(tf.reshape(marked, tf.stack([rows, columns])), max_cuts)
+    rank = tf.range(1, max_cuts + 1)[None, :]
+
+    def complements():
+        unused = tf.reduce_max(tf.concat([totals, [0]], 0)) + 1
+        shifted = tf.where(rank <= to_mark[:, None], marked - rank, unused)
+        before = tf.searchsorted(shifted, tf.broadcast_to(rank, tf.shape(shifted)), side="left")
+        return tf.where(left_out[:, None], rank + before, marked)
+
+    cuts = tf.cond(tf.reduce_any(left_out), complements, lambda: marked)
+    return tf.where(rank <= wanted[:, None], cuts, totals[:, None]), enough
 
 
 SpanLayout = collections.namedtuple("SpanLayout", ["nonnoise_before", "noise_before"])

@@ -5,9 +5,13 @@ inputs keep the non-noise tokens and put `sentinel_ids[j]` in place of the
 `j`-th noise span; the targets hold, for each noise span, its sentinel and
 then its tokens (what T5's `noise_span_to_unique_sentinel` and
 `nonnoise_span_to_unique_sentinel` make). Both end with the eos, if any, and
-are padded or cut to a width. Every output slot is one gather from its
-source position: no loop over tokens, no pass over the dropped ones.
+are padded or cut to a width. Outside XLA whole spans are copied as
+pieces (one `RaggedGather` per output); under XLA every output slot is one
+gather from its source position. No loop over tokens, no pass over the
+dropped ones.
 """
+
+import sys
 
 import tensorflow as tf
 
@@ -78,8 +82,8 @@ def _finish(values, slots, total, pad, eos_id):
 def corrupt_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options):
     """T5 inputs and targets of `[B, T]` ids from their `SpanLayout`.
 
-    Outside XLA the outputs are cut from the ids as runs (`tf.ragged.range`
-    over each span's positions, one gather); under XLA, which needs static
+    Outside XLA the outputs are lists of whole spans, sentinels and eos
+    (`cut_spans`, one `RaggedGather` each); under XLA, which needs static
     shapes, every output slot is gathered from its source position
     (`gathered_spans`). Both give the same outputs.
 
@@ -101,6 +105,17 @@ def corrupt_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **op
     return cut_spans(token_ids, layout, num_spans, sentinel_ids, pad_token_id, **options)
 
 
+def _interleaved(first, second):
+    """int32 `[B, 2 K]`: `first[:, 0], second[:, 0], first[:, 1], ...` of
+    two non-negative int32 `[B, K]`, by one bitcast of their int64 pairs (a
+    stack on the last axis copies one value at a time)."""
+    low, high = (first, second) if sys.byteorder == "little" else (second, first)
+    pairs = tf.bitwise.bitwise_or(
+        tf.bitwise.left_shift(tf.cast(high, tf.int64), 32), tf.cast(low, tf.int64)
+    )
+    return tf.reshape(tf.bitcast(pairs, tf.int32), [tf.shape(first)[0], -1])
+
+
 def cut_spans(
     token_ids,
     layout,
@@ -113,70 +128,92 @@ def cut_spans(
     with_sentinels=None,
     inputs_first_ids=None,
 ):
-    """`corrupt_spans` as runs: the ids, sentinels, eos and first ids in one
-    flat tensor, each output row a list of ranges into it."""
+    """`corrupt_spans` as lists of pieces, copied whole by one `RaggedGather`.
+
+    The pieces are the rows of one ragged tensor: each row of ids cut at
+    its span boundaries (non-noise span 1, noise span 1, ..., then the
+    padding past its tokens), an empty piece, and one piece per sentinel,
+    the eos and each row's first id. The inputs of a row list its pieces
+    "first id, non-noise span r, sentinel r (or the empty piece), ...,
+    eos"; the targets "sentinel r (or empty), noise span r, ..., eos". The
+    lists are arithmetic on the span index alone, and `RaggedGather`
+    copies each piece whole, not one gathered index per value.
+    """
     dtype = token_ids.dtype
     batch = tf.shape(token_ids)[0]
     width = tf.shape(token_ids)[1]
+    pad = tf.constant(pad_token_id or 0, dtype)
     nonnoise_before, noise_before = layout
-    span = tf.range(1, tf.shape(nonnoise_before)[1])[None, :]
-    row_start = tf.range(batch)[:, None] * width
-    # Non-noise span r starts at N, noise span r at Z, the next non-noise at Z_end.
-    nonnoise_start = nonnoise_before[:, :-1] + noise_before[:, :-1] + row_start
-    noise_start = nonnoise_before[:, 1:] + noise_before[:, :-1] + row_start
-    noise_end = nonnoise_before[:, 1:] + noise_before[:, 1:] + row_start
+    max_spans = tf.shape(nonnoise_before)[1] - 1
+    lengths = nonnoise_before[:, -1] + noise_before[:, -1]
+    # Pieces of the ids: per row 2 K spans and the padding, from these starts.
+    nonnoise_start = nonnoise_before[:, :-1] + noise_before[:, :-1]
+    noise_start = nonnoise_before[:, 1:] + noise_before[:, :-1]
+    row_starts = tf.concat([_interleaved(nonnoise_start, noise_start), lengths[:, None]], 1)
+    row_starts += tf.range(batch)[:, None] * width
     sentinel_ids = list(sentinel_ids)
-    pieces = [tf.reshape(token_ids, [-1]), tf.constant(sentinel_ids, dtype)]
-    sentinel_offset = batch * width
-    sentinel_start = sentinel_offset + tf.minimum(span - 1, len(sentinel_ids) - 1)
-    sentinel_start += tf.zeros_like(nonnoise_start)
+    extras = [tf.constant(sentinel_ids, dtype)]
+    if eos_id is not None:
+        extras.append(tf.constant([eos_id], dtype))
+    if inputs_first_ids is not None:
+        extras.append(tf.cast(inputs_first_ids, dtype))
+    extras = tf.concat(extras, 0)
+    values = tf.concat([tf.reshape(token_ids, [-1]), extras], 0)
+    ids_end = batch * width
+    splits = tf.concat(
+        [
+            tf.reshape(row_starts, [-1]),
+            # The last row's padding ends, and the empty piece too.
+            [ids_end, ids_end],
+            ids_end + tf.range(1, tf.size(extras) + 1),
+        ],
+        0,
+    )
+    pieces_per_row = 2 * max_spans + 1
+    empty = batch * pieces_per_row
+    sentinel_piece = empty + 1
+    eos_piece = sentinel_piece + len(sentinel_ids)
+    first_piece = eos_piece + (0 if eos_id is None else 1)
+
+    # Column c of a row's 2 K alternating pieces is its span c // 2 + 1.
+    column = tf.range(2 * max_spans)[None, :]
+    span = column // 2 + 1
     has_sentinel = span <= num_spans[:, None]
     if with_sentinels is not None:
         has_sentinel = tf.logical_and(has_sentinel, with_sentinels[:, None])
-    sentinel_end = tf.where(has_sentinel, sentinel_start + 1, sentinel_start)
-    after = sentinel_offset + len(sentinel_ids)
-    head, tail = [], []
-    if inputs_first_ids is not None:
-        pieces.append(tf.cast(inputs_first_ids, dtype))
-        first = after + tf.range(batch)[:, None]
-        head = [(first, first + 1)]
-        after += batch
-    if eos_id is not None:
-        pieces.append(tf.constant([eos_id], dtype))
-        eos = tf.fill([batch, 1], after)
-        tail = [(eos, eos + 1)]
-    flat = tf.concat(pieces, 0)
-
-    def cut(runs, width, runs_head=()):
-        starts = tf.concat([r[0] for r in (*runs_head, *runs)], 1)
-        limits = tf.concat([r[1] for r in (*runs_head, *runs)], 1)
-        lengths = tf.reduce_sum(limits - starts, axis=1)
-        positions = tf.ragged.range(tf.reshape(starts, [-1]), tf.reshape(limits, [-1]))
-        values = tf.gather(flat, positions.flat_values)
-        ragged = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
-        shape = None if width is None else [None, width]
-        dense = ragged.to_tensor(tf.constant(pad_token_id or 0, dtype), shape=shape)
-        if width is not None:
-            lengths = tf.minimum(lengths, width)
-        return dense, lengths
-
-    # Inputs: per span, its non-noise run then its sentinel (interleaved
-    # column by column so the runs stay in order).
-    def interleaved(*runs):
-        # Stacked first and transposed: `Pack` on the last axis copies one
-        # value at a time.
-        def merged(parts):
-            return tf.reshape(tf.transpose(tf.stack(parts, 0), [1, 2, 0]), [batch, -1])
-
-        return merged([r[0] for r in runs]), merged([r[1] for r in runs])
-
-    inputs, inputs_lengths = cut(
-        [interleaved((nonnoise_start, noise_start), (sentinel_start, sentinel_end)), *tail],
-        inputs_width,
-        head,
+    sentinel = tf.where(
+        has_sentinel, sentinel_piece + tf.minimum(span - 1, len(sentinel_ids) - 1), empty
     )
-    targets, targets_lengths = cut(
-        [interleaved((sentinel_start, sentinel_end), (noise_start, noise_end)), *tail],
+    own_piece = tf.range(batch)[:, None] * pieces_per_row + column
+    is_nonnoise = tf.equal(column % 2, 0)
+    sentinel_count = tf.reduce_sum(tf.cast(has_sentinel[:, ::2], tf.int32), axis=1)
+    tail = [] if eos_id is None else [tf.fill([batch, 1], eos_piece)]
+    head = []
+    if inputs_first_ids is not None:
+        head = [first_piece + tf.range(batch)[:, None]]
+    extra = len(tail) + len(head)
+
+    def copied(pieces, total, out_width):
+        _, copies = tf.raw_ops.RaggedGather(
+            params_nested_splits=[splits],
+            params_dense_values=values,
+            indices=tf.reshape(tf.concat(pieces, 1), [-1]),
+            OUTPUT_RAGGED_RANK=1,
+        )
+        ragged = tf.RaggedTensor.from_row_lengths(copies, total, validate=False)
+        dense = ragged.to_tensor(pad, shape=None if out_width is None else [None, out_width])
+        return dense, total if out_width is None else tf.minimum(total, out_width)
+
+    # Inputs: non-noise span r, then its sentinel (in the sentinel's column).
+    inputs, inputs_lengths = copied(
+        [*head, tf.where(is_nonnoise, own_piece, sentinel), *tail],
+        nonnoise_before[:, -1] + sentinel_count + extra,
+        inputs_width,
+    )
+    # Targets: sentinel r (in the non-noise column), then noise span r.
+    targets, targets_lengths = copied(
+        [tf.where(is_nonnoise, sentinel, own_piece), *tail],
+        noise_before[:, -1] + sentinel_count + len(tail),
         targets_width,
     )
     return inputs, inputs_lengths, targets, targets_lengths

@@ -146,7 +146,7 @@ def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkey
     monkeypatch.setattr(noise_spans, "SPARE_DRAWS", 0)
     rows = 20 * math.comb(9, 4)
     totals, parts = tf.fill([rows], 10), tf.fill([rows], 5)
-    _, enough = noise_spans._cuts_from_first_distinct(totals, parts, tf.constant([2, 3]), 9)
+    _, enough = noise_spans._cuts_from_first_distinct(totals, parts, tf.constant([2, 3]), 9, 4)
     assert not bool(enough)
     cuts = noise_spans.random_cuts(totals, parts, tf.constant([2, 3]), 9, 4).numpy()
     assert_every_subset_equally_often(cuts, 10, 5)
@@ -163,7 +163,7 @@ def test_random_cuts_rarely_need_the_fallback(density, mean):
     for seed in range(10):
         for totals in (lengths - num_noise, num_noise):
             _, enough = noise_spans._cuts_from_first_distinct(
-                totals, num_spans, tf.constant([seed, 7]), 512
+                totals, num_spans, tf.constant([seed, 7]), 512, 256
             )
             assert bool(enough), (density, mean, seed)
 

@@ -98,12 +98,14 @@ def test_cut_and_gathered_spans_agree_exactly(options):
     ids, _ = random_batch(seed=3)
     _, _, num_spans, layout = layout_of(ids, 0.5, 3.0)
     if "with_sentinels" in options:
-        # A prefix-LM row is one span with no sentinels.
+        # A prefix-LM row is one span with no sentinels (the others keep
+        # their spans: no real layout has an empty span).
+        prefix = tf.logical_not(options["with_sentinels"])[:, None]
         num_spans = tf.where(options["with_sentinels"], num_spans, tf.minimum(num_spans, 1))
-        layout = noise_spans.SpanLayout(
-            tf.concat([layout[0][:, :1], layout[0][:, -1:] + 0 * layout[0][:, 1:]], 1),
-            tf.concat([layout[1][:, :1], layout[1][:, -1:] + 0 * layout[1][:, 1:]], 1),
-        )
+        layout = noise_spans.SpanLayout(*(
+            tf.where(prefix, tf.concat([before[:, :1], before[:, -1:] + 0 * before[:, 1:]], 1), before)
+            for before in layout
+        ))
     cut = sentinels.cut_spans(ids, layout, num_spans, SENTINELS, 0, **options)
     gathered = sentinels.gathered_spans(ids, layout, num_spans, SENTINELS, 0, **options)
     for a, b in zip(cut, gathered):
