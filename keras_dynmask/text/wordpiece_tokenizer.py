@@ -342,13 +342,22 @@ class WordPieceTokenizer(tf.Module):
         tokenization gives them no pieces, so `tokenize` keeps them and
         saves the ops that would drop them.
         """
+        words, rows = self._flat_words(texts)
+        nrows = tf.shape(texts, out_type=tf.int64)[0]
+        return tf.RaggedTensor.from_value_rowids(words, rows, nrows=nrows, validate=False)
+
+    def _flat_words(self, texts):
+        """`(words, rows)`: `_words_and_empty_strings`' words, flat, and the
+        int64 row of each (raw ops: the general path runs in every batch,
+        often on no text, where each op's overhead is its whole cost)."""
         # Static (compiled once) regex ops: a space either side of each
         # single-character word and spelled-out special token, runs of
         # spaces, control and format characters made spaces (an unmatched
-        # group writes nothing), then a split at runs of spaces.
+        # group writes nothing), then a split at runs of spaces (an empty
+        # `sep` is `tf.strings.split`'s whitespace split).
         texts = tf.strings.regex_replace(texts, _SPACE_OR_KEEP, r" \1 ")
-        words = tf.strings.split(texts)
-        flat = words.flat_values
+        split = tf.raw_ops.StringSplitV2(input=texts, sep="", maxsplit=-1)
+        flat = split.values
         special = tf.strings.regex_full_match(flat, _LITERAL_SPECIALS)
         if self.lower_case:
             normal = tf_text.normalize_utf8(tf_text.case_fold_utf8(flat), "NFD")
@@ -359,7 +368,16 @@ class WordPieceTokenizer(tf.Module):
         else:
             normal = tf_text.normalize_utf8(flat, "NFC")
             normal = tf.strings.regex_replace(normal, _SPACE, "")
-        return words.with_flat_values(tf.where(special, flat, normal))
+        return tf.where(special, flat, normal), split.indices[:, 0]
+
+    def _general_ids(self, texts):
+        """Ragged `[K, (N)]` wordpiece ids of `[K]` texts by the general split."""
+        words, rows = self._flat_words(texts)
+        pieces = self._wordpiece.tokenize(words)
+        lengths = tf.math.unsorted_segment_sum(
+            pieces.row_lengths(), rows, tf.shape(texts, out_type=tf.int64)[0]
+        )
+        return tf.RaggedTensor.from_row_lengths(pieces.flat_values, lengths, validate=False)
 
     def tokenize(self, texts):
         """Wordpiece ids of each text, no special tokens added, no truncation.
@@ -410,15 +428,13 @@ class WordPieceTokenizer(tf.Module):
         empty path it would skip.
         """
         if self._splitting_wordpiece is None:
-            ids = self._wordpiece.tokenize(self._words_and_empty_strings(texts))
-            ids = ids.merge_dims(1, 2)
+            ids = self._general_ids(texts)
             return ids, ids[:0], tf.zeros([0], tf.int64)
         plain = tf.strings.regex_full_match(texts, _PLAIN_TEXT)
         cased = tf.strings.lower(texts) if self.lower_case else texts
         ids = self._splitting_wordpiece.tokenize(cased)
         other_rows = tf.where(tf.logical_not(plain))[:, 0]
-        words = self._words_and_empty_strings(tf.gather(texts, other_rows))
-        other_ids = self._wordpiece.tokenize(words).merge_dims(1, 2)
+        other_ids = self._general_ids(tf.gather(texts, other_rows))
         return ids, other_ids, other_rows
 
     def __call__(self, texts, pad_to_sequence_length=True):
