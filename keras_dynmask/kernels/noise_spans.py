@@ -281,7 +281,7 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps, max_cuts):
 
     Returns:
         `(cuts, enough)`: int32 `[R, max_cuts]` as `random_cuts` gives
-        them, and a bool scalar.
+        them (meaningful only where `enough`), and a bool scalar.
     """
     rows = tf.shape(totals)[0]
     gap_count = tf.maximum(totals - 1, 0)
@@ -308,8 +308,8 @@ def _cuts_from_first_distinct(totals, parts, seed, num_gaps, max_cuts):
     rank = tf.range(1, max_cuts + 1)[None, :]
 
     def complements():
-        unused = tf.reduce_max(tf.concat([totals, [0]], 0)) + 1
-        shifted = tf.where(rank <= to_mark[:, None], marked - rank, unused)
+        # Past a row's left-out gaps, a value no searched rank reaches.
+        shifted = tf.where(rank <= to_mark[:, None], marked - rank, tf.int32.max)
         before = tf.searchsorted(shifted, tf.broadcast_to(rank, tf.shape(shifted)), side="left")
         return tf.where(left_out[:, None], rank + before, marked)
 

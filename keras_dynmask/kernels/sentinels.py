@@ -109,6 +109,7 @@ def _interleaved(first, second):
     """int32 `[B, 2 K]`: `first[:, 0], second[:, 0], first[:, 1], ...` of
     two non-negative int32 `[B, K]`, by one bitcast of their int64 pairs (a
     stack on the last axis copies one value at a time)."""
+    # The byte order is read when tracing: a graph keeps that of its host.
     low, high = (first, second) if sys.byteorder == "little" else (second, first)
     pairs = tf.bitwise.bitwise_or(
         tf.bitwise.left_shift(tf.cast(high, tf.int64), 32), tf.cast(low, tf.int64)

@@ -139,6 +139,22 @@ def test_random_cuts_draw_every_subset_equally_often_when_most_gaps_are_cut(item
     assert_every_subset_equally_often(cuts, items, parts)
 
 
+def test_rows_that_leave_gaps_out_are_unaffected_by_a_huge_one_part_row():
+    # A one-part row may hold any number of items (it cuts nothing); the
+    # left-out rows' binary search must not depend on it (an int32 bound
+    # derived from it once wrapped round).
+    for key in range(20):
+        seed = tf.constant([key, 1])
+        alone = noise_spans.random_cuts(tf.constant([5]), tf.constant([4]), seed, 4, 3)
+        beside = noise_spans.random_cuts(
+            tf.constant([5, 2**31 - 1]), tf.constant([4, 1]), seed, 4, 3
+        ).numpy()
+        cuts = beside[0]
+        assert list(cuts) == sorted(set(cuts)) and cuts.min() >= 1 and cuts.max() < 5
+        np.testing.assert_array_equal(cuts, alone.numpy()[0])
+        np.testing.assert_array_equal(beside[1], [2**31 - 1] * 3)
+
+
 def test_random_cuts_fall_back_to_exact_subsets_when_the_draws_fall_short(monkeypatch):
     # One draw a cut: 5 of 9 gaps left out from 5 draws needs all 5 distinct
     # (probability 9*8*7*6*5 / 9**5 = 0.26 a row), so nearly every batch falls back.

@@ -142,3 +142,14 @@ def test_rows_without_sentinels_split_into_prefix_and_rest():
     )
     assert inputs.numpy().tolist() == [[3, 5, 6, 7, 1], [3, 5, 6, 1, 0]]
     assert targets.numpy().tolist() == [[8, 9, 1], [7, 1, 0]]
+
+
+@pytest.mark.parametrize("options", [{}, {"eos_id": 1, "inputs_first_ids": tf.zeros([0], tf.int32)}])
+def test_a_batch_of_no_rows_gives_empty_outputs(options):
+    ids = tf.zeros([0, 40], tf.int32)
+    _, _, num_spans, layout = layout_of(ids)
+    inputs, inputs_lengths, targets, targets_lengths = sentinels.cut_spans(
+        ids, layout, num_spans, SENTINELS, 0, **options
+    )
+    assert inputs.shape[0] == targets.shape[0] == 0
+    assert inputs_lengths.shape == targets_lengths.shape == (0,)
