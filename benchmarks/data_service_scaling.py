@@ -69,11 +69,14 @@ def mask_ids_source(num_batches, batch=128, length=512):
     return tf.data.Dataset.from_tensor_slices(ids).batch(batch), layer, 0, None
 
 
-def tokenize_and_mask_source(num_batches, vocabulary_size=8000, learn_from=4000):
+def tokenize_and_mask_source(num_batches, vocabulary_size=8000, learn_from=4000, **learn_kwargs):
     """Batches of raw passages, tokenized in-graph, and the masking layer."""
     corpus = load_corpus(max_passages=num_batches * 64 + 500)
     tokenizer = WordPieceTokenizer.learn(
-        corpus.train[:learn_from], vocabulary_size=vocabulary_size, sequence_length=128
+        corpus.train[:learn_from],
+        vocabulary_size=vocabulary_size,
+        sequence_length=128,
+        **learn_kwargs,
     )
     passages = list(corpus.train[: num_batches * 64])
     layer = DynamicMLMMasking(
@@ -161,7 +164,7 @@ def main(argv=None):
         sources = {
             "mask": mask_ids_source(source_batches, batch=8, length=64),
             "tokenize + mask": tokenize_and_mask_source(
-                source_batches, vocabulary_size=300, learn_from=300
+                source_batches, vocabulary_size=300, learn_from=300, num_iterations=1
             ),
         }
     else:

@@ -1,3 +1,5 @@
+import functools
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -84,6 +86,37 @@ def pytest_xdist_make_scheduler(config, log):
             return scope
 
     return SharedRunScheduling(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def core_ops_listed_once_a_run(tmp_path_factory):
+    """`keras_dynmask.export.core_ops()` computed once a test run, not once a worker.
+
+    It starts a fresh TensorFlow process (4-5 s) and returns the same set
+    each time; under pytest-xdist the first worker to need it computes it
+    for real and writes it beside the workers' temporary folders, the
+    others read it from there.
+    """
+    from keras_dynmask import export
+
+    base = tmp_path_factory.getbasetemp()
+    listed = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "core_ops.json"
+    compute = export.core_ops
+
+    @functools.lru_cache(maxsize=1)
+    def core_ops():
+        try:
+            return frozenset(json.loads(listed.read_text()))
+        except (OSError, ValueError):
+            ops = compute()
+            partial = listed.with_name(f"{listed.name}.{os.getpid()}")
+            partial.write_text(json.dumps(sorted(ops)))
+            os.replace(partial, listed)  # whole or not at all, for a reader
+            return ops
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "core_ops", core_ops)
+        yield
 
 
 # The package and the example code: an export must be served without them.
