@@ -93,17 +93,20 @@ def core_ops_listed_once_a_run(tmp_path_factory):
     """`keras_dynmask.export.core_ops()` computed once a test run, not once a worker.
 
     It starts a fresh TensorFlow process (4-5 s) and returns the same set
-    each time; under pytest-xdist the first worker to need it computes it
-    for real and writes it beside the workers' temporary folders, the
-    others read it from there.
+    each time; under pytest-xdist a worker that finds no list computes it
+    for real and writes it beside the workers' temporary folders (named
+    for this run), where the others read it. The stand-in keeps the real
+    function's docstring, so its examples still run.
     """
     from keras_dynmask import export
 
     base = tmp_path_factory.getbasetemp()
-    listed = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "core_ops.json"
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    listed = base.parent / f"core_ops-{run}.json" if run else base / "core_ops.json"
     compute = export.core_ops
 
     @functools.lru_cache(maxsize=1)
+    @functools.wraps(compute)
     def core_ops():
         try:
             return frozenset(json.loads(listed.read_text()))
