@@ -182,7 +182,7 @@ def markdown_table(results, batch_size):
     attention_cells = [f"{row['attention_ms']:.1f} (100%)" for row in results]
     scores = " / ".join(human_bytes(row["attention_scores_bytes"]) for row in results)
     lines.append(
-        f"| MultiHeadAttention forward (8 heads, 512 dims) | "
+        "| MultiHeadAttention forward (8 heads, 512 dims) | "
         + " | ".join(attention_cells)
         + f" | scores: {scores} |"
     )
