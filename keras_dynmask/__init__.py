@@ -1,6 +1,7 @@
 """keras_dynmask: dynamic masks for Transformer training, as Keras layers.
 
-`import keras_dynmask` loads TensorFlow and Keras only. The tokenizer
+`import keras_dynmask` loads TensorFlow and Keras only (Keras itself
+imports `matplotlib.pyplot` whenever matplotlib is installed). The tokenizer
 (`keras_dynmask.text`, which needs tensorflow_text) and the local tf.data
 service cluster (`keras_dynmask.tools`) are imported only by whoever uses
 them.
