@@ -33,15 +33,21 @@ def prediction_targets(token_ids, selected, max_predictions):
     """
     if random_bits.in_xla_context():
         return fixed_width_targets(token_ids, selected, max_predictions)
-    batch_size = tf.shape(token_ids)[0]
-    coordinates = tf.where(selected)
-    rows = coordinates[:, 0]
+    batch_size, length = tf.shape(token_ids, tf.int64)[0], tf.shape(token_ids, tf.int64)[1]
+    # Listed flat (half the output of a 2-D `tf.where`); each row's slice of
+    # the list starts where its first flat position would be inserted.
+    flat_positions = tf.where(tf.reshape(selected, [-1]))[:, 0]
+    row_starts = tf.range(batch_size) * length
+    row_splits = tf.concat(
+        [tf.searchsorted(flat_positions, row_starts, out_type=tf.int64), tf.shape(flat_positions, tf.int64)], 0)
     # Padded with -1 here, so the filled slots tell the weights.
-    positions = row_lists.pad_rows(
-        tf.cast(coordinates[:, 1], tf.int32), rows, batch_size, max_predictions, -1)
-    ids = row_lists.pad_rows(tf.gather_nd(token_ids, coordinates), rows, batch_size, max_predictions)
-    weights = tf.cast(positions >= 0, tf.float32)
-    return tf.maximum(positions, 0), ids, weights
+    flat = row_lists.pad_rows(flat_positions, row_splits, batch_size, max_predictions, -1, splits=True)
+    filled = flat >= 0
+    positions = tf.cast(tf.where(filled, flat - row_starts[:, None], 0), tf.int32)
+    ids = row_lists.pad_rows(
+        tf.gather(tf.reshape(token_ids, [-1]), flat_positions), row_splits, batch_size,
+        max_predictions, splits=True)
+    return positions, ids, tf.cast(filled, tf.float32)
 
 
 def fixed_width_targets(token_ids, selected, max_predictions):

@@ -4,7 +4,7 @@ into a padded batch, and running counts along each row."""
 import tensorflow as tf
 
 
-def pad_rows(values, row_ids, nrows, width=None, default=0):
+def pad_rows(values, row_ids, nrows, width=None, default=0, splits=False):
     """`[nrows, width]`: row `r` holds, in order, the `values` whose `row_ids` is `r`.
 
     `row_ids` must be sorted (as `tf.where(mask)[:, 0]` is). One
@@ -18,6 +18,8 @@ def pad_rows(values, row_ids, nrows, width=None, default=0):
         width: `None` (the fullest row's count) or an int / int scalar;
             rows holding more are cut.
         default: the padding, a scalar of `values`' dtype.
+        splits: `row_ids` are instead the rows' int64 `[nrows + 1]` splits
+            (row `r`'s values are `values[splits[r]:splits[r + 1]]`).
 
     Example:
 
@@ -32,8 +34,8 @@ def pad_rows(values, row_ids, nrows, width=None, default=0):
         shape=tf.stack([nrows, tf.cast(width, tf.int64)]),
         values=values,
         default_value=tf.cast(default, values.dtype),
-        row_partition_tensors=[nrows, tf.cast(row_ids, tf.int64)],
-        row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
+        row_partition_tensors=[tf.cast(row_ids, tf.int64)] if splits else [nrows, tf.cast(row_ids, tf.int64)],
+        row_partition_types=["ROW_SPLITS"] if splits else ["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
     )
 
 

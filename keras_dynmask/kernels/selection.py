@@ -211,14 +211,23 @@ def cap_selections(selected, max_predictions, seed):
 
 
 def _cap_rows(selected, over, max_predictions, seed):
-    """`cap_selections` ranking only the selections of the rows `over`."""
+    """`cap_selections` ranking only the selections of the rows `over`.
+
+    Those rows (a few in a batch, at usual rates) are ranked alone: each
+    selection's row becomes its rank among the rows over the cap.
+    """
     candidates = tf.logical_and(selected, over[:, None])
     coordinates = tf.where(candidates)
     draws = random_bits.uniform_bits(tf.shape(coordinates)[:1], seed, 32)
     keys = _draw_keys(draws, coordinates[:, 1])
+    over_rows = tf.where(over)[:, 0]
+    rank_of_row = tf.cumsum(tf.cast(over, tf.int64), exclusive=True)
+    ranked = tf.stack([tf.gather(rank_of_row, coordinates[:, 0]), coordinates[:, 1]], axis=1)
     untouched = tf.logical_and(selected, tf.logical_not(over)[:, None])
-    counts = tf.where(over, max_predictions, 0)
-    return _scatter_smallest(coordinates, keys, counts, untouched)
+    counts = tf.fill(tf.shape(over_rows), max_predictions)
+    kept = _smallest_listed(ranked, keys, counts, tf.size(over_rows, tf.int64))
+    indices = tf.stack([tf.gather(over_rows, kept[:, 0]), kept[:, 1]], axis=1)
+    return tf.tensor_scatter_nd_update(untouched, indices, tf.ones_like(indices[:, 0], tf.bool))
 
 
 # The band of draws ranked in exact selection: the expected quantile plus or
@@ -229,17 +238,15 @@ CANDIDATE_MARGIN_SIGMAS = 4.0
 CANDIDATE_MARGIN_TOKENS = 4.0
 
 
-def _scatter_smallest(coordinates, keys, counts, selected):
-    """Sets in `selected` the `counts[b]` listed positions with the largest
-    `keys` (`_draw_keys`: the smallest draws) of each row `b`."""
-    batch_size = tf.shape(selected, tf.int64)[0]
-    padded = row_lists.pad_rows(keys, coordinates[:, 0], batch_size, default=tf.int64.min)
+def _smallest_listed(coordinates, keys, counts, nrows):
+    """`[N, 2]` `(row, position)`: the `counts[r]` listed positions of each
+    row `r` with the largest `keys` (`_draw_keys`: the smallest draws)."""
+    padded = row_lists.pad_rows(keys, coordinates[:, 0], nrows, default=tf.int64.min)
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
     top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
     kept = tf.where(tf.range(tf.shape(top)[1])[None, :] < counts[:, None])
     positions = tf.bitwise.bitwise_and(-tf.gather_nd(top, kept), 2**31 - 1)
-    indices = tf.stack([kept[:, 0], positions], axis=1)
-    return tf.tensor_scatter_nd_update(selected, indices, tf.ones_like(positions, tf.bool))
+    return tf.stack([kept[:, 0], positions], axis=1)
 
 
 def exact_tokens(eligible, counts, seed, eligible_count=None, most=None, shares=None):
