@@ -20,8 +20,9 @@ def prediction_targets(token_ids, selected, max_predictions):
     """keras-hub style `mask_positions`, `mask_ids`, `mask_weights`.
 
     Positions of the selected tokens in ascending order, then padding with
-    position 0, id 0, weight 0, to width `max_predictions`. `tf.where` lists
-    selected positions row by row in ascending order, so no sort is needed.
+    position 0, id 0, weight 0, to width `max_predictions`. The selected
+    positions are listed row by row in ascending order
+    (`row_lists.listed_rows`), so no sort is needed.
 
     Args:
         token_ids: original ids `[B, T]`.
@@ -33,20 +34,14 @@ def prediction_targets(token_ids, selected, max_predictions):
     """
     if random_bits.in_xla_context():
         return fixed_width_targets(token_ids, selected, max_predictions)
-    batch_size, length = tf.shape(token_ids, tf.int64)[0], tf.shape(token_ids, tf.int64)[1]
-    # Listed flat (half the output of a 2-D `tf.where`); each row's slice of
-    # the list starts where its first flat position would be inserted.
-    flat_positions = tf.where(tf.reshape(selected, [-1]))[:, 0]
-    row_starts = tf.range(batch_size) * length
-    row_splits = tf.concat(
-        [tf.searchsorted(flat_positions, row_starts, out_type=tf.int64), tf.shape(flat_positions, tf.int64)], 0)
+    flat_positions, row_splits = row_lists.listed_rows(selected)
     # Padded with -1 here, so the filled slots tell the weights.
-    flat = row_lists.pad_rows(flat_positions, row_splits, batch_size, max_predictions, -1, splits=True)
+    flat = row_lists.pad_split_rows(flat_positions, row_splits, max_predictions, -1)
     filled = flat >= 0
-    positions = tf.cast(tf.where(filled, flat - row_starts[:, None], 0), tf.int32)
-    ids = row_lists.pad_rows(
-        tf.gather(tf.reshape(token_ids, [-1]), flat_positions), row_splits, batch_size,
-        max_predictions, splits=True)
+    row_starts = tf.range(tf.shape(token_ids)[0]) * tf.shape(token_ids)[1]
+    positions = tf.where(filled, flat - row_starts[:, None], 0)
+    ids = row_lists.pad_split_rows(
+        tf.gather(tf.reshape(token_ids, [-1]), flat_positions), row_splits, max_predictions)
     return positions, ids, tf.cast(filled, tf.float32)
 
 

@@ -1,10 +1,11 @@
-"""Row-wise helpers: values listed row by row (as `tf.where` lists them)
-into a padded batch, and running counts along each row."""
+"""Row-wise helpers: a mask's entries listed row by row (as `tf.where`
+lists them), such lists into a padded batch, and running counts along
+each row."""
 
 import tensorflow as tf
 
 
-def pad_rows(values, row_ids, nrows, width=None, default=0, splits=False):
+def pad_rows(values, row_ids, nrows, width=None, default=0):
     """`[nrows, width]`: row `r` holds, in order, the `values` whose `row_ids` is `r`.
 
     `row_ids` must be sorted (as `tf.where(mask)[:, 0]` is). One
@@ -18,8 +19,6 @@ def pad_rows(values, row_ids, nrows, width=None, default=0, splits=False):
         width: `None` (the fullest row's count) or an int / int scalar;
             rows holding more are cut.
         default: the padding, a scalar of `values`' dtype.
-        splits: `row_ids` are instead the rows' int64 `[nrows + 1]` splits
-            (row `r`'s values are `values[splits[r]:splits[r + 1]]`).
 
     Example:
 
@@ -34,8 +33,57 @@ def pad_rows(values, row_ids, nrows, width=None, default=0, splits=False):
         shape=tf.stack([nrows, tf.cast(width, tf.int64)]),
         values=values,
         default_value=tf.cast(default, values.dtype),
-        row_partition_tensors=[tf.cast(row_ids, tf.int64)] if splits else [nrows, tf.cast(row_ids, tf.int64)],
-        row_partition_types=["ROW_SPLITS"] if splits else ["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
+        row_partition_tensors=[nrows, tf.cast(row_ids, tf.int64)],
+        row_partition_types=["FIRST_DIM_SIZE", "VALUE_ROWIDS"],
+    )
+
+
+def listed_rows(mask):
+    """The True entries of a bool `[B, T]`, listed flat, and where each row's begin.
+
+    A flat `tf.where` writes half the coordinates of a 2-D one; each row's
+    first entry is found by a binary search for the row's first flat
+    position. The positions are int32: `tf.size` of `mask` (which fails
+    beyond 2**31 - 1 entries) bounds them.
+
+    Returns:
+        `(flat_positions, row_splits)`: int32 `[N]` ascending `r * T + t`,
+        and int64 `[B + 1]`, row `r`'s entries being
+        `flat_positions[row_splits[r]:row_splits[r + 1]]`.
+
+    Example:
+
+    >>> positions, splits = listed_rows(tf.constant([[True, False, True], [False, True, False]]))
+    >>> positions.numpy(), splits.numpy()
+    (array([0, 2, 4], dtype=int32), array([0, 2, 3]))
+    """
+    size = tf.size(mask, out_type=tf.int32)
+    flat_positions = tf.cast(tf.where(tf.reshape(mask, [size]))[:, 0], tf.int32)
+    row_starts = tf.range(tf.shape(mask)[0]) * tf.shape(mask)[1]
+    row_splits = tf.concat(
+        [tf.searchsorted(flat_positions, row_starts, out_type=tf.int64),
+         tf.shape(flat_positions, tf.int64)], 0)
+    return flat_positions, row_splits
+
+
+def pad_split_rows(values, row_splits, width, default=0):
+    """`[B, width]`: row `r` holds `values[row_splits[r]:row_splits[r + 1]]`,
+    cut to `width` and padded with `default` (`pad_rows` for row splits).
+
+    Example:
+
+    >>> pad_split_rows(tf.constant([5, 6, 7]), tf.constant([0, 2, 2, 3], tf.int64), 2).numpy()
+    array([[5, 6],
+           [0, 0],
+           [7, 0]], dtype=int32)
+    """
+    nrows = tf.shape(row_splits, tf.int64)[0] - 1
+    return tf.raw_ops.RaggedTensorToTensor(
+        shape=tf.stack([nrows, tf.cast(width, tf.int64)]),
+        values=values,
+        default_value=tf.cast(default, values.dtype),
+        row_partition_tensors=[row_splits],
+        row_partition_types=["ROW_SPLITS"],
     )
 
 

@@ -60,3 +60,27 @@ def test_row_counts_in_float64_stay_exact_past_float32s_integers():
     sums = row_lists.row_counts(tf.constant(values, tf.int32), float_dtype=tf.float64)
     assert sums.dtype == tf.int64
     np.testing.assert_array_equal(sums.numpy(), np.cumsum(values, axis=1))
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (1, 1), (3, 0), (0, 4), (4, 40)])
+@pytest.mark.parametrize("key", range(3))
+def test_listed_rows_lists_each_rows_entries_in_order(shape, key):
+    rng = np.random.default_rng(key)
+    # Rows of every density, empty and full ones among them.
+    mask = rng.random(shape) < rng.random((shape[0], 1)) * 1.4 - 0.2
+    positions, splits = row_lists.listed_rows(tf.constant(mask))
+    assert positions.dtype == tf.int32 and splits.dtype == tf.int64
+    np.testing.assert_array_equal(positions, np.flatnonzero(mask))
+    np.testing.assert_array_equal(splits, np.concatenate([[0], np.cumsum(mask.sum(axis=1))]))
+
+
+@pytest.mark.parametrize("width", [0, 2, 9])
+@pytest.mark.parametrize("key", range(3))
+def test_pad_split_rows_matches_pad_rows(key, width):
+    rng = np.random.default_rng(key)
+    mask = rng.random((5, 8)) < rng.random((5, 1))
+    row_ids, columns = np.nonzero(mask)
+    values = (columns * 10 + row_ids).astype(np.int32)
+    splits = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    out = row_lists.pad_split_rows(tf.constant(values), tf.constant(splits, tf.int64), width, -3)
+    np.testing.assert_array_equal(out, padded_reference(values, row_ids, 5, width, -3))
