@@ -315,14 +315,14 @@ def _exact_from_draws(eligible, counts, draws, eligible_count, most):
 
     band_low = draw_quantile((needed - margin) / eligible_count)
     band_high = tf.maximum(draw_quantile((needed + margin) / eligible_count), band_low)
-    keyed = tf.where(eligible, draws, tf.constant(2**32 - 1, tf.uint32))
-    needed_from_band = counts - tf.reduce_sum(tf.cast(keyed < band_low, tf.int32), axis=1)
+    below_band = tf.logical_and(eligible, draws < band_low)
+    needed_from_band = counts - tf.reduce_sum(tf.cast(below_band, tf.int32), axis=1)
     # Unsigned: draws below the band wrap round to above its width.
-    in_band = (keyed - band_low) <= (band_high - band_low)
+    in_band = tf.logical_and(eligible, (draws - band_low) <= (band_high - band_low))
     threshold, band_holds_kth = _band_threshold(in_band, draws, needed_from_band, band_low)
     return tf.cond(
         band_holds_kth,
-        lambda: keyed < threshold,
+        lambda: tf.logical_and(eligible, draws < threshold),
         lambda: smallest_draws(eligible, draws, counts),
     )
 
@@ -343,17 +343,17 @@ def _band_threshold(in_band, draws, needed, band_low):
         `needed`-th band draw is tied with another (then the threshold
         would not count exactly; the caller ranks every token instead).
     """
-    coordinates = tf.where(in_band)
-    band_draws = tf.cast(tf.gather_nd(draws, coordinates), tf.int64)
+    flat_positions, row_splits = row_lists.listed_rows(in_band)
+    band_draws = tf.cast(tf.gather(tf.reshape(draws, [-1]), flat_positions), tf.int64)
     above_all = tf.constant(2**32, tf.int64)
     # Rows of band draws, padded with `above_all` to the fullest row.
-    band = row_lists.pad_rows(
-        band_draws, coordinates[:, 0], tf.shape(in_band)[0], default=above_all)
+    band_size = tf.cast(row_splits[1:] - row_splits[:-1], tf.int32)
+    widest = tf.maximum(tf.reduce_max(band_size), 0)
+    band = row_lists.pad_split_rows(band_draws, row_splits, widest, default=above_all)
     most = tf.maximum(tf.reduce_max(needed), 1)
     leading = tf.range(most)[None, :] < (most - needed)[:, None]
     dummies = tf.where(leading, tf.constant(-1, tf.int64), above_all)
     kth = tf.raw_ops.NthElement(input=tf.concat([dummies, band], axis=1), n=most - 1)
-    band_size = tf.reduce_sum(tf.cast(band < above_all, tf.int32), axis=1)
     at_or_below = tf.reduce_sum(tf.cast(band <= kth[:, None], tf.int32), axis=1)
     holds = tf.reduce_all(
         (needed >= 0) & (needed <= band_size) & tf.equal(at_or_below, tf.maximum(needed, 0))
