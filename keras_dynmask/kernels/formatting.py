@@ -38,8 +38,9 @@ def prediction_targets(token_ids, selected, max_predictions):
     # Padded with -1 here, so the filled slots tell the weights.
     flat = row_lists.pad_split_rows(flat_positions, row_splits, max_predictions, -1)
     filled = flat >= 0
-    row_starts = tf.range(tf.shape(token_ids)[0]) * tf.shape(token_ids)[1]
-    positions = tf.where(filled, flat - row_starts[:, None], 0)
+    shape = tf.shape(token_ids, tf.int64)
+    row_starts = tf.range(shape[0]) * shape[1]
+    positions = tf.cast(tf.where(filled, flat - row_starts[:, None], 0), tf.int32)
     ids = row_lists.pad_split_rows(
         tf.gather(tf.reshape(token_ids, [-1]), flat_positions), row_splits, max_predictions)
     return positions, ids, tf.cast(filled, tf.float32)

@@ -39,36 +39,45 @@ def pad_rows(values, row_ids, nrows, width=None, default=0):
 
 
 def listed_rows(mask):
-    """The True entries of a bool `[B, T]`, listed flat, and where each row's begin.
+    """The True entries of a bool `[B, T]`, listed flat, and where each row begins.
 
     A flat `tf.where` writes half the coordinates of a 2-D one; each row's
     first entry is found by a binary search for the row's first flat
-    position. The positions are int32: `tf.size` of `mask` (which fails
-    beyond 2**31 - 1 entries) bounds them.
+    position (`r * T`).
+
+    Args:
+        mask: bool `[B, T]`.
 
     Returns:
-        `(flat_positions, row_splits)`: int32 `[N]` ascending `r * T + t`,
-        and int64 `[B + 1]`, row `r`'s entries being
-        `flat_positions[row_splits[r]:row_splits[r + 1]]`.
+        `(flat_positions, row_splits)`: int64 `[N]`, the ascending flat
+        positions `r * T + t` of the True entries, and int64 `[B + 1]`, row
+        `r`'s entries being `flat_positions[row_splits[r]:row_splits[r + 1]]`.
 
     Example:
 
     >>> positions, splits = listed_rows(tf.constant([[True, False, True], [False, True, False]]))
     >>> positions.numpy(), splits.numpy()
-    (array([0, 2, 4], dtype=int32), array([0, 2, 3]))
+    (array([0, 2, 4]), array([0, 2, 3]))
     """
-    size = tf.size(mask, out_type=tf.int32)
-    flat_positions = tf.cast(tf.where(tf.reshape(mask, [size]))[:, 0], tf.int32)
-    row_starts = tf.range(tf.shape(mask)[0]) * tf.shape(mask)[1]
+    flat_positions = tf.where(tf.reshape(mask, [-1]))[:, 0]
+    shape = tf.shape(mask, tf.int64)
     row_splits = tf.concat(
-        [tf.searchsorted(flat_positions, row_starts, out_type=tf.int64),
+        [tf.searchsorted(flat_positions, tf.range(shape[0]) * shape[1], out_type=tf.int64),
          tf.shape(flat_positions, tf.int64)], 0)
     return flat_positions, row_splits
 
 
 def pad_split_rows(values, row_splits, width, default=0):
-    """`[B, width]`: row `r` holds `values[row_splits[r]:row_splits[r + 1]]`,
-    cut to `width` and padded with `default` (`pad_rows` for row splits).
+    """`[B, width]`: row `r` holds `values[row_splits[r]:row_splits[r + 1]]`.
+
+    `pad_rows` for rows given by their splits (as `listed_rows` returns
+    them): each row cut to `width` and padded with `default`.
+
+    Args:
+        values: `[N]` values.
+        row_splits: int64 `[B + 1]`, non-decreasing, from 0 to `N`.
+        width: an int or int scalar.
+        default: the padding, a scalar of `values`' dtype.
 
     Example:
 

@@ -239,8 +239,19 @@ CANDIDATE_MARGIN_TOKENS = 4.0
 
 
 def _smallest_listed(coordinates, keys, counts, nrows):
-    """`[N, 2]` `(row, position)`: the `counts[r]` listed positions of each
-    row `r` with the largest `keys` (`_draw_keys`: the smallest draws)."""
+    """The `counts[r]` listed positions of each row `r` with the largest
+    `keys` (`_draw_keys`: the smallest draws).
+
+    Args:
+        coordinates: int64 `[N, 2]` `(row, position)`, rows non-decreasing
+            and in `[0, nrows)`; row `r` listed at least `counts[r]` times.
+        keys: int64 `[N]`, unique, from `_draw_keys`.
+        counts: int32 `[nrows]`.
+        nrows: int64 scalar.
+
+    Returns:
+        int64 `[sum(counts), 2]` `(row, position)` of the kept entries.
+    """
     padded = row_lists.pad_rows(keys, coordinates[:, 0], nrows, default=tf.int64.min)
     padded = tf.pad(padded, [[0, 0], [0, 1]], constant_values=tf.int64.min)
     top = tf.math.top_k(padded, k=tf.maximum(tf.reduce_max(counts), 1)).values
@@ -309,7 +320,8 @@ def _exact_from_draws(eligible, counts, draws, eligible_count, most):
     margin = CANDIDATE_MARGIN_SIGMAS * spread + CANDIDATE_MARGIN_TOKENS
 
     def draw_quantile(fraction):
-        # At most 2**32 - 2, so that an ineligible token's 2**32 - 1 lies above.
+        # Clipped into uint32's range (below 2**32 - 1, so the band's width
+        # `high - low` never wraps).
         scaled = tf.clip_by_value(fraction * 2.0**32, 0.0, 2.0**32 - 2)
         return tf.cast(scaled, tf.uint32)[:, None]
 

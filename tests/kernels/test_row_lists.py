@@ -69,7 +69,7 @@ def test_listed_rows_lists_each_rows_entries_in_order(shape, key):
     # Rows of every density, empty and full ones among them.
     mask = rng.random(shape) < rng.random((shape[0], 1)) * 1.4 - 0.2
     positions, splits = row_lists.listed_rows(tf.constant(mask))
-    assert positions.dtype == tf.int32 and splits.dtype == tf.int64
+    assert positions.dtype == tf.int64 and splits.dtype == tf.int64
     np.testing.assert_array_equal(positions, np.flatnonzero(mask))
     np.testing.assert_array_equal(splits, np.concatenate([[0], np.cumsum(mask.sum(axis=1))]))
 
