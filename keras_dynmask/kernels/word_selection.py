@@ -49,8 +49,10 @@ def starts_from_table(token_ids, eligible, word_starts):
             word. Ids outside the table are looked up clipped (they are not
             eligible anyway).
     """
-    size = tf.shape(word_starts, out_type=token_ids.dtype)[0]
-    clipped = tf.clip_by_value(token_ids, tf.zeros([], token_ids.dtype), size - 1)
+    unsigned = tf.uint32 if token_ids.dtype == tf.int32 else tf.uint64
+    last = tf.cast(tf.shape(word_starts, out_type=token_ids.dtype)[0] - 1, unsigned)
+    # One unsigned minimum clips both ends (a negative id reads as huge).
+    clipped = tf.bitcast(tf.minimum(tf.bitcast(token_ids, unsigned), last), token_ids.dtype)
     begins = tf.gather_nd(word_starts, clipped[..., None])  # cheaper than GatherV2 here
     after_break = shift_right(tf.logical_not(eligible), True)
     return tf.logical_and(eligible, tf.logical_or(begins, after_break))
@@ -164,7 +166,10 @@ def running_sum_word_values(starts, seed, bits):
     draws = tf.bitwise.bitwise_and(draws, field)
     if in_float32:
         draws = tf.cast(draws, float_dtype)
-    word_draws = tf.where(starts, draws, tf.zeros([], draws.dtype))
+    if in_float32:
+        word_draws = draws * tf.cast(starts, float_dtype)  # cheaper than a select
+    else:
+        word_draws = tf.where(starts, draws, tf.zeros([], draws.dtype))
     sums = row_lists.row_counts(word_draws, float_dtype)
     return tf.cast(tf.bitwise.bitwise_and(sums, field), tf.int32)
 
