@@ -20,8 +20,11 @@ demo: $(STAMP)
 
 # Two workers (pytest-xdist), each taking whole test files: module- and
 # session-scoped fixtures (trained models, service clusters) stay in one.
+# Then the backend matrix: tests/backends/ again under JAX and PyTorch.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist loadfile tests/backends
+	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile tests/backends
 
 bench: $(STAMP)
 	$(PY) benchmarks/mlm_throughput.py

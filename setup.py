@@ -17,7 +17,12 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100"],
+        "test": [
+            "pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6.100",
+            # The backend matrix (tests/backends): JAX, and PyTorch (the one
+            # CPU build this machine holds a wheel of).
+            "jax[cpu]>=0.4.30", "torch==2.13.0",
+        ],
         "bench": ["keras-hub>=0.20,<1", "transformers>=5,<6", "torch==2.13.0"],
         "examples": ["matplotlib>=3.8"],
     },

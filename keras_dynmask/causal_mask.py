@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks
+from keras_dynmask.kernels import op_set
 from keras_dynmask.masking_layer import MaskingLayer
+from keras_dynmask.masking_layer import backend_values
 from keras_dynmask.masking_layer import to_tensor
 
 
@@ -92,7 +94,11 @@ class CausalMask(MaskingLayer):
         return config
 
     def call(self, inputs, padding_mask=None, segment_ids=None, prefix_length=None):
-        inputs = to_tensor(inputs)
+        ops, inputs = backend_values(inputs)
+        if ops is op_set.KERAS:
+            return self._call_on_backend(
+                ops, inputs, padding_mask, segment_ids, prefix_length
+            )
         self._check_inputs(inputs)
         # Run-time shape checks, run before the mask is built.
         checks = validation.rank_checks("CausalMask", "inputs", inputs, (2, 3))
@@ -136,7 +142,43 @@ class CausalMask(MaskingLayer):
                 padding_mask=functools.reduce(tf.logical_and, real_tokens)
                 if real_tokens
                 else None,
+                ops=ops,
             )
+
+    def _call_on_backend(self, ops, inputs, padding_mask, segment_ids, prefix_length):
+        """The mask on JAX or PyTorch tensors (`keras.ops`, jit-friendly).
+
+        Shapes are checked statically; values are not checked at run time
+        (as under XLA): a negative `prefix_length` counts as 0.
+        """
+        self._check_inputs(inputs)
+        batch_size, sequence_length = ops.shape(inputs)[:2]
+        if padding_mask is not None:
+            padding_mask = ops.convert(padding_mask)
+            self._check_per_token(padding_mask, "padding_mask", inputs)
+            if ops.dtype_name(padding_mask) != "bool":
+                padding_mask = ops.not_equal(padding_mask, 0)
+        if segment_ids is not None:
+            segment_ids = ops.convert(segment_ids)
+            self._check_per_token(segment_ids, "segment_ids", inputs)
+        if prefix_length is not None:
+            if not isinstance(prefix_length, (int, np.integer)):
+                prefix_length = ops.convert(prefix_length)
+            self._check_prefix_length(prefix_length, inputs)
+        return attention_masks.causal_attention_mask(
+            batch_size,
+            sequence_length,
+            direction=self.direction,
+            window=self.window,
+            prefix_length=prefix_length,
+            segment_ids=segment_ids,
+            padding_mask=padding_mask,
+            ops=ops,
+        )
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        batch_size, sequence_length = tuple(input_shape)[:2]
+        return (batch_size, sequence_length, sequence_length)
 
     def compute_output_spec(
         self, inputs, padding_mask=None, segment_ids=None, prefix_length=None

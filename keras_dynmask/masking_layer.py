@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 from keras.src.backend.common import global_state
 
+from keras_dynmask.kernels import op_set
+
 
 def is_symbolic(value):
     """True for a `keras.KerasTensor` (functional model construction)."""
@@ -32,6 +34,20 @@ def to_tensor(value):
     if isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
         return tf.convert_to_tensor(value)
     return value
+
+
+def backend_values(value):
+    """`(ops, value)`: the op set for `value`, and `value` converted for it.
+
+    TensorFlow's op set (in `tf.data`, under the TensorFlow backend, on TF
+    tensors) keeps `to_tensor`'s conversions (ragged stays ragged); the
+    `keras.ops` one (JAX and PyTorch tensors, NumPy under those backends)
+    converts to a tensor of the active backend.
+    """
+    ops = op_set.for_values(value)
+    if ops is op_set.KERAS:
+        return ops, keras.ops.convert_to_tensor(value)
+    return ops, to_tensor(value)
 
 
 def map_values(fn, tensor):

@@ -5,8 +5,9 @@ import tensorflow as tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks
+from keras_dynmask.kernels import op_set
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import to_tensor
+from keras_dynmask.masking_layer import backend_values
 
 OUTPUT_MODES = ("mask", "attention")
 
@@ -74,22 +75,29 @@ class PaddingMask(MaskingLayer):
         return config
 
     def call(self, token_ids):
-        token_ids = to_tensor(token_ids)
+        ops, token_ids = backend_values(token_ids)
         self._check_token_ids(token_ids)
-        checks = validation.rank_checks("PaddingMask", "token_ids", token_ids, (1, 2))
+        if ops is op_set.KERAS:
+            checks = []  # every backend tensor has a static rank
+        else:
+            checks = validation.rank_checks("PaddingMask", "token_ids", token_ids, (1, 2))
         with tf.control_dependencies(checks):
             padding_mask = attention_masks.token_padding_mask(
-                token_ids, self.pad_token_id
+                token_ids, self.pad_token_id, ops
             )
         if self.output_mode == "attention":
             return attention_masks.attention_mask_from_padding(padding_mask)
         return padding_mask
 
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        if self.output_mode == "attention":
+            return shape + shape[-1:]
+        return shape
+
     def compute_output_spec(self, token_ids):
         self._check_token_ids(token_ids)
-        shape = tuple(token_ids.shape)
-        if self.output_mode == "attention":
-            shape = shape + shape[-1:]
+        shape = self.compute_output_shape(token_ids.shape)
         return keras.KerasTensor(shape, dtype="bool")
 
     def _check_token_ids(self, token_ids):

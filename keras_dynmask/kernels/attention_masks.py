@@ -1,9 +1,12 @@
 """Vectorised kernels for padding and causal attention masks.
 
 `keras_dynmask.PaddingMask` and `keras_dynmask.CausalMask` validate their
-inputs and call these functions. Each is a few TF ops over the whole batch,
-with no Python loop over tokens, and works at a sequence length known only at
-run time (a `None` dimension in a SavedModel) as well as under XLA.
+inputs and call these functions. Each is a few ops over the whole batch,
+written once against the op set (`keras_dynmask.kernels.op_set`): `ops=None`
+takes the binding of the inputs (TensorFlow in `tf.data` and under the
+TensorFlow backend, `keras.ops` on JAX and PyTorch tensors). No Python loop
+runs over tokens, and the masks work at a sequence length known only at run
+time (a `None` dimension in a SavedModel) as well as under XLA and jit.
 
 Conventions: a *padding mask* is bool `[B, T]`, True where the token is real;
 an *attention mask* is bool `[B, T, T]`, True where query `i` (axis 1) may
@@ -11,33 +14,38 @@ attend key `j` (axis 2), the `attention_mask` that
 `keras.layers.MultiHeadAttention` takes.
 """
 
-import tensorflow as tf
+import numpy as np
+
+from keras_dynmask.kernels import op_set
 
 DIRECTIONS = ("forward", "backward")
 
 
-def token_padding_mask(token_ids, pad_token_id=0):
+def token_padding_mask(token_ids, pad_token_id=0, ops=None):
     """True where a token is real, False where it is padding.
 
     Args:
-        token_ids: integer `tf.Tensor` of any shape, or a `tf.RaggedTensor`
-            `[B, (T)]`.
+        token_ids: integer tensor of any shape, or a `tf.RaggedTensor`
+            `[B, (T)]` (TensorFlow only).
         pad_token_id: the padding id, or `None` when no id is padding (then
             only the positions past a ragged row's end are padding).
+        ops: the op set; `None` takes the one of `token_ids`.
 
     Returns:
         A bool tensor of the shape of `token_ids`; for a ragged input the
         dense `[B, T]` mask of the padded batch, False past each row's end.
     """
-    if isinstance(token_ids, tf.RaggedTensor):
-        real_tokens = token_padding_mask(token_ids.flat_values, pad_token_id)
+    ops = ops or op_set.for_values(token_ids)
+    if hasattr(token_ids, "flat_values"):  # a tf.RaggedTensor
+        real_tokens = token_padding_mask(token_ids.flat_values, pad_token_id, ops)
         return token_ids.with_flat_values(real_tokens).to_tensor(
             default_value=False
         )
-    if pad_token_id is None or not _representable(pad_token_id, token_ids.dtype):
+    dtype = ops.dtype_name(token_ids)
+    if pad_token_id is None or not _representable(pad_token_id, dtype):
         # No token can equal the padding id.
-        return tf.ones_like(token_ids, dtype=tf.bool)
-    return tf.not_equal(token_ids, tf.constant(pad_token_id, token_ids.dtype))
+        return ops.ones(ops.shape(token_ids), "bool")
+    return ops.not_equal(token_ids, ops.convert(pad_token_id, dtype=dtype))
 
 
 def attention_mask_from_padding(padding_mask):
@@ -64,6 +72,7 @@ def causal_attention_mask(
     prefix_length=None,
     segment_ids=None,
     padding_mask=None,
+    ops=None,
 ):
     """Causal attention mask with optional window, prefix, segments, padding.
 
@@ -88,6 +97,7 @@ def causal_attention_mask(
         prefix_length: `None`, or an integer tensor of shape `[]` or `[B]`.
         segment_ids: `None`, or an integer tensor `[B, T]`.
         padding_mask: `None`, or a bool tensor `[B, T]`, True at real tokens.
+        ops: the op set; `None` takes the one of the tensor arguments.
 
     Returns:
         bool `[B, T, T]`.
@@ -97,7 +107,10 @@ def causal_attention_mask(
             f"`direction` must be one of {DIRECTIONS}. Received: "
             f"direction={direction!r}"
         )
-    positions = tf.range(sequence_length)
+    ops = ops or op_set.for_values(
+        batch_size, sequence_length, prefix_length, segment_ids, padding_mask
+    )
+    positions = ops.arange(sequence_length)
     # offset[i, j] = i - j: how far key j lies behind query i.
     offset = positions[:, None] - positions[None, :]
     if direction == "forward":
@@ -105,32 +118,33 @@ def causal_attention_mask(
     else:
         allowed = offset <= 0
     if window is not None:
-        allowed &= tf.abs(offset) < window
+        allowed = allowed & (ops.abs(offset) < window)
     allowed = allowed[None]  # [1, T, T], shared by the whole batch.
 
     if prefix_length is not None:
         # Clipped to [0, T] in its own dtype first: an int64 prefix past
         # int32 means the whole sequence, not a wrapped value.
-        prefix_length = tf.convert_to_tensor(prefix_length)
-        length = tf.cast(tf.size(positions), prefix_length.dtype)
-        prefix_length = tf.clip_by_value(prefix_length, 0, length)
-        prefix_length = tf.reshape(tf.cast(prefix_length, tf.int32), [-1, 1])
+        prefix_length = ops.convert(prefix_length)
+        length = ops.cast(sequence_length, ops.dtype_name(prefix_length))
+        prefix_length = ops.clip(prefix_length, 0, length)
+        prefix_length = ops.reshape(ops.cast(prefix_length, "int32"), [-1, 1])
         in_prefix = positions[None, :] < prefix_length  # [B or 1, T]
-        allowed |= in_prefix[:, :, None] & in_prefix[:, None, :]
+        allowed = allowed | (in_prefix[:, :, None] & in_prefix[:, None, :])
 
     if segment_ids is not None:
-        allowed &= segment_ids[:, :, None] == segment_ids[:, None, :]
+        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
 
     if padding_mask is not None:
         # Padding groups: every real token shares group -1, every padded
         # position is a group of its own (its position). A query then sees
         # only keys of its group: real keys for a real query, itself for a
         # padded one.
-        padding_group = tf.where(padding_mask, -1, positions[None, :])
-        allowed &= padding_group[:, :, None] == padding_group[:, None, :]
+        padding_group = ops.where(padding_mask, -1, positions[None, :])
+        allowed = allowed & (padding_group[:, :, None] == padding_group[:, None, :])
 
-    return tf.broadcast_to(allowed, [batch_size, sequence_length, sequence_length])
+    return ops.broadcast_to(allowed, [batch_size, sequence_length, sequence_length])
 
 
 def _representable(value, dtype):
-    return dtype.min <= value <= dtype.max
+    info = np.iinfo(dtype) if "int" in dtype else None
+    return info is None or info.min <= value <= info.max
