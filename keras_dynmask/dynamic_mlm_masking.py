@@ -8,6 +8,8 @@ from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
+from keras_dynmask.kernels import op_set
+from keras_dynmask.kernels import token_masking
 from keras_dynmask.kernels import masked_lm_format
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
@@ -190,6 +192,9 @@ class DynamicMLMMasking(MaskingLayer):
         # `seed`: the same sequence run to run. An unseeded one takes each
         # from the operating system (`seeds.fresh_seed`).
         self._generator = seeds.layer_generator(self.seed)
+        # Inside JAX and PyTorch models: a Keras seed generator, whose state
+        # Keras carries through jit (fresh masks every step).
+        self._backend_seeds = seeds.backend_seed_generator(self.seed)
         # With a scheduled `mask_rate`: the batches masked so far (saved).
         self._masked_batches = rate_schedules.step_counter(self, self.mask_rate, "masked_batches")
 
@@ -232,6 +237,8 @@ class DynamicMLMMasking(MaskingLayer):
         return self._masked_batches
 
     def call(self, inputs, training=None, seed=None, step=None):
+        if op_set.for_values(*tf.nest.flatten(inputs)) is op_set.KERAS:
+            return self._call_on_backend(inputs, training, seed, step)
         token_ids, rest = self._split_inputs(inputs)
         token_ids = self._check_token_ids(token_ids)
         if training is None or training is False:
@@ -266,6 +273,84 @@ class DynamicMLMMasking(MaskingLayer):
             outputs["mask_ids"] = like(shape=width)
             outputs["mask_weights"] = like("float32", width)
         return {**(rest or {}), **outputs}
+
+    # JAX and PyTorch tensors (inside models, under jit): the kernels of
+    # `kernels.token_masking` with `keras.ops`.
+
+    def _call_on_backend(self, inputs, training, seed, step):
+        token_ids, rest = self._split_inputs(inputs)
+        token_ids = keras.ops.convert_to_tensor(token_ids)
+        validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
+        unsupported = [
+            what
+            for what, used in (
+                (f"granularity={self.granularity!r}", self.granularity != "token"),
+                ("a scheduled mask_rate", rate_schedules.is_schedule(self.mask_rate)),
+                ("a call-time step", step is not None),
+                ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
+            )
+            if used
+        ]
+        if unsupported:
+            raise NotImplementedError(
+                f"DynamicMLMMasking with {', '.join(unsupported)} runs on "
+                "TensorFlow tensors (a tf.data pipeline or the TensorFlow "
+                f"backend), not yet on {keras.backend.backend()} tensors. "
+                "Mask in the input pipeline: ds.map(layer)."
+            )
+        single = len(token_ids.shape) == 1
+        if single:
+            token_ids = token_ids[None, :]
+        ops = op_set.KERAS
+        if training:
+            corrupted, selected = self._mask_on_backend(ops, token_ids, seed)
+        else:
+            corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
+        targets = None
+        if self.max_predictions is not None and self.output_mode == "dict":
+            targets = token_masking.prediction_targets(
+                ops, token_ids, selected, self.max_predictions
+            )
+        if single:
+            token_ids, corrupted, selected = token_ids[0], corrupted[0], selected[0]
+            targets = None if targets is None else tuple(t[0] for t in targets)
+        return self._format(rest, token_ids, corrupted, selected, targets)
+
+    def _mask_on_backend(self, ops, token_ids, seed):
+        if seed is None:
+            seed = self._backend_seeds.next()
+        else:
+            seed = validation.backend_call_seed(seed)
+        selection_seed, cap_seed, corruption_seed, id_seed = (
+            ops.fold_seed(seed, key) for key in range(4)
+        )
+        shape = ops.shape(token_ids)
+        eligible = token_masking.eligible_tokens(
+            ops, token_ids, self.excluded_ids, self.vocabulary_size
+        )
+        draws = ops.uniform(shape, selection_seed)
+        if self.selection == "bernoulli":
+            selected = token_masking.bernoulli_tokens(ops, eligible, self.mask_rate, draws)
+            if self.max_predictions is not None:
+                selected = token_masking.cap_selections(
+                    ops, selected, self.max_predictions, ops.uniform(shape, cap_seed)
+                )
+        else:
+            counts = token_masking.exact_counts(ops, eligible, self.mask_rate, self.max_predictions)
+            selected = token_masking.exact_tokens(ops, eligible, counts, draws)
+        corrupted = token_masking.bert_corruption(
+            ops,
+            token_ids,
+            selected,
+            ops.uniform(shape, corruption_seed),
+            ops.uniform(shape, id_seed) if self.random_token_rate > 0 else None,
+            mask_token_id=self.mask_token_id,
+            mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate,
+            vocabulary_size=self.vocabulary_size,
+            excluded_ids=self.excluded_ids,
+        )
+        return corrupted, selected
 
     # Configuration the kernels read.
 

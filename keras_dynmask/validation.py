@@ -186,8 +186,16 @@ def is_ragged(value):
 
 
 def dtype_name(tensor):
+    """`"int32"`, `"float32"`, ...: a TF, NumPy, JAX or PyTorch dtype's name."""
     dtype = tensor.dtype
-    return dtype.name if isinstance(dtype, tf.DType) else str(dtype)
+    if isinstance(dtype, tf.DType):
+        return dtype.name
+    try:
+        import keras
+
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        return str(dtype)
 
 
 def check_integer_ids(owner, name, tensor, ranks):
@@ -337,6 +345,30 @@ def call_seed(seed):
             f"Received: seed of shape {shape_text(seed)}"
         )
     return tf.reshape(tf.cast(seed, tf.int64), [2])
+
+
+def backend_call_seed(seed):
+    """A call-time seed on JAX or PyTorch as an int32 `[2]` backend tensor.
+
+    Two integers (a list, array or integer tensor of shape `[2]`); under
+    jit its value is not checked.
+    """
+    import keras
+
+    if isinstance(seed, (list, tuple, np.ndarray)) or np.isscalar(seed):
+        array = np.asarray(seed)
+        if array.dtype.kind not in "iu" or array.shape != (2,):
+            raise ValueError(
+                "A call-time `seed` must be two integers, shape [2]. "
+                f"Received: seed={seed!r}"
+            )
+        return keras.ops.convert_to_tensor(array.astype(np.int64) % 2**31, dtype="int32")
+    if not hasattr(seed, "dtype") or "int" not in dtype_name(seed) or tuple(seed.shape) != (2,):
+        raise ValueError(
+            "A call-time `seed` must be an integer tensor of shape [2]. "
+            f"Received: seed={seed!r}"
+        )
+    return keras.ops.cast(seed, "int32")
 
 
 def call_step(step):

@@ -2,18 +2,26 @@
 
 import tensorflow as tf
 
+from keras_dynmask.kernels import op_set
+
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists
 
 
 def labels(original_ids, selected, ignore_index):
-    """The original id at selected positions, `ignore_index` elsewhere."""
-    return tf.where(selected, original_ids, tf.constant(ignore_index, original_ids.dtype))
+    """The original id at selected positions, `ignore_index` elsewhere.
+
+    Written against the op set: TensorFlow or `keras.ops` tensors.
+    """
+    ops = op_set.for_values(original_ids)
+    dtype = ops.dtype_name(original_ids)
+    ignored = ops.broadcast_to(ops.convert(ignore_index, dtype=dtype), ops.shape(original_ids))
+    return ops.where(selected, original_ids, ignored)
 
 
 def sample_weights(selected):
-    """float32 1.0 at selected positions, 0.0 elsewhere."""
-    return tf.cast(selected, tf.float32)
+    """float32 1.0 at selected positions, 0.0 elsewhere (any backend)."""
+    return op_set.for_values(selected).cast(selected, "float32")
 
 
 def prediction_targets(token_ids, selected, max_predictions):

@@ -127,6 +127,7 @@ KERAS = types.SimpleNamespace(
     cumsum=keras.ops.cumsum,
     argsort=keras.ops.argsort,
     take_along_axis=keras.ops.take_along_axis,
+    take=keras.ops.take,
     minimum=keras.ops.minimum,
     maximum=keras.ops.maximum,
     round=keras.ops.round,
@@ -153,6 +154,8 @@ def _make_tensorflow_ops():
     import tensorflow as tf
 
     def shape(x):
+        if x.shape.rank is None:
+            return tf.shape(x)  # rank known only at run time: a [rank] tensor
         static = x.shape.as_list()
         if all(isinstance(d, int) for d in static):
             return tuple(static)
@@ -197,6 +200,7 @@ def _make_tensorflow_ops():
         cumsum=lambda x, axis=0: tf.cumsum(x, axis=axis),
         argsort=argsort,
         take_along_axis=lambda x, indices, axis: tf.gather(x, indices, batch_dims=1, axis=axis),
+        take=tf.gather,
         minimum=tf.minimum,
         maximum=tf.maximum,
         round=tf.round,

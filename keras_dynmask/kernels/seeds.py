@@ -116,6 +116,20 @@ def layer_generator(seed):
     return None if seed is None else tf.random.Generator.from_seed(seed)
 
 
+def backend_seed_generator(seed):
+    """A layer's `keras.random.SeedGenerator` for JAX and PyTorch models.
+
+    `None` under the TensorFlow backend, where the TF generator above is
+    used (no extra variable in TF models and SavedModels). Keras carries
+    its state through jit: each training step draws a fresh seed.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return None
+    return keras.random.SeedGenerator(seed)
+
+
 def call_seed(seed, generator):
     """The shape-`[2]` seed of one layer call.
 
