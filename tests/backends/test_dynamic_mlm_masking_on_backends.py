@@ -1,0 +1,191 @@
+"""`DynamicMLMMasking` (token granularity) on the active Keras backend.
+
+The same statistical checks as under TensorFlow: selection rates inside
+binomial bounds, exact counts exactly, special and padding tokens never
+touched, labels equal to the original ids; inside models: fresh masks at
+every jitted training step, nothing masked in `predict`.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from distribution_bounds import binomial_upper_critical
+
+from keras_dynmask import DynamicMLMMasking
+
+BACKEND = keras.backend.backend()
+VOCABULARY = 200
+SPECIAL = [1, 2]
+MASK = 3
+RNG = np.random.default_rng(7)
+IDS = RNG.integers(4, VOCABULARY, (256, 40)).astype("int32")
+IDS[:, 0] = 1
+IDS[:, 30:] = 0  # padding
+ELIGIBLE = (IDS != 0) & (IDS != 1)
+
+
+def numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def two_sided_bounds(n, p, alpha=1e-6):
+    upper = binomial_upper_critical(n, p, alpha)
+    lower = n - binomial_upper_critical(n, 1 - p, alpha)
+    return lower, upper
+
+
+def layer(**kwargs):
+    options = dict(
+        vocabulary_size=VOCABULARY, mask_token_id=MASK, special_token_ids=SPECIAL,
+        output_mode="dict",
+    )
+    options.update(kwargs)
+    return DynamicMLMMasking(**options)
+
+
+def test_bernoulli_rates_and_corruption_shares():
+    out = layer(mask_rate=0.3)(keras.ops.convert_to_tensor(IDS), seed=[3, 4])
+    assert type(out["token_ids"]).__module__.split(".")[0] in {
+        "jax": ("jax", "jaxlib"), "torch": ("torch",), "tensorflow": ("tensorflow",)
+    }[BACKEND]
+    mask, corrupted, labels = numpy(out["mask"]), numpy(out["token_ids"]), numpy(out["labels"])
+    assert not (mask & ~ELIGIBLE).any()  # exact: specials and padding never
+    np.testing.assert_array_equal(corrupted[~mask], IDS[~mask])
+    np.testing.assert_array_equal(labels[mask], IDS[mask])
+    assert (labels[~mask] == -100).all()
+    n, selected = int(ELIGIBLE.sum()), int(mask.sum())
+    low, high = two_sided_bounds(n, 0.3)
+    assert low < selected < high
+    to_mask = int((corrupted[mask] == MASK).sum())
+    low, high = two_sided_bounds(selected, 0.8)
+    assert low < to_mask < high
+    changed = corrupted[mask & (corrupted != MASK)] != IDS[mask & (corrupted != MASK)]
+    low, high = two_sided_bounds(selected, 0.1)
+    assert low < int(changed.sum()) < high
+    random_ids = corrupted[mask & (corrupted != MASK) & (corrupted != IDS)]
+    assert not np.isin(random_ids, SPECIAL + [0, MASK]).any()
+    assert ((random_ids >= 0) & (random_ids < VOCABULARY)).all()
+
+
+def test_exact_counts_and_cap():
+    out = layer(selection="exact", mask_rate=0.15)(keras.ops.convert_to_tensor(IDS))
+    counts = numpy(out["mask"]).sum(axis=1)
+    expected = np.round(0.15 * ELIGIBLE.sum(axis=1))
+    np.testing.assert_array_equal(counts, expected)
+    capped = layer(mask_rate=0.5, max_predictions=5)(keras.ops.convert_to_tensor(IDS))
+    mask = numpy(capped["mask"])
+    assert mask.sum(axis=1).max() == 5
+    positions, ids, weights = (numpy(capped[k]) for k in ("mask_positions", "mask_ids", "mask_weights"))
+    for row in range(len(IDS)):
+        chosen = np.flatnonzero(mask[row])
+        k = len(chosen)
+        np.testing.assert_array_equal(positions[row, :k], chosen)
+        np.testing.assert_array_equal(ids[row, :k], IDS[row, chosen])
+        assert (positions[row, k:] == 0).all() and (ids[row, k:] == 0).all()
+        np.testing.assert_array_equal(weights[row], np.arange(5) < k)
+
+
+def test_exact_selection_is_uniform_over_positions():
+    """Each eligible position of a row is picked with the same chance."""
+    row = np.arange(10, 30, dtype="int32")[None, :].repeat(2000, axis=0)
+    out = layer(selection="exact", mask_rate=0.25)(keras.ops.convert_to_tensor(row), seed=[5, 6])
+    per_position = numpy(out["mask"]).sum(axis=0)
+    assert (numpy(out["mask"]).sum(axis=1) == 5).all()
+    low, high = two_sided_bounds(2000, 0.25)
+    assert ((per_position > low) & (per_position < high)).all()
+
+
+def test_call_seed_is_a_pure_function():
+    masking = layer(output_mode="ids")
+    ids = keras.ops.convert_to_tensor(IDS)
+    first = numpy(masking(ids, seed=[1, 2]))
+    np.testing.assert_array_equal(first, numpy(masking(ids, seed=np.array([1, 2], "int64"))))
+    assert (first != numpy(masking(ids, seed=[1, 3]))).any()
+    assert (numpy(masking(ids)) != numpy(masking(ids))).any()  # unseeded: fresh
+
+
+def test_single_sequence_and_training_false():
+    masking = layer(output_mode="fit", max_predictions=4)
+    x, y, weights = masking(keras.ops.convert_to_tensor(IDS[0]), training=False)
+    np.testing.assert_array_equal(numpy(x), IDS[0])
+    assert numpy(weights).sum() == 0 and numpy(weights).shape == (40,)
+    x, y, weights = masking(keras.ops.convert_to_tensor(IDS[0]), seed=[0, 1])
+    np.testing.assert_array_equal(numpy(y), IDS[0])
+    assert 0 < numpy(weights).sum() <= 4
+
+
+def _masked_identity_model(**kwargs):
+    """Predicts the corrupted ids' embedding: the loss sees the masks."""
+    ids = keras.Input((40,), dtype="int32")
+    masked = layer(output_mode="ids", **kwargs)(ids)
+    hidden = keras.layers.Embedding(VOCABULARY, 4)(masked)
+    return keras.Model(ids, keras.layers.Dense(1)(hidden))
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True])
+def test_fresh_masks_every_training_step(tmp_path, jit_compile):
+    """Same batch, zero learning rate: only the masks can change the loss."""
+    keras.utils.set_random_seed(3)
+    model = _masked_identity_model(mask_rate=0.5)
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile)
+    batch = IDS[:16]
+    x = np.concatenate([batch] * 6)
+    y = np.zeros((len(x), 40, 1), "float32")
+    losses = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda step, logs: losses.append(float(logs["loss"]))
+    )
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    per_batch = np.array(losses) * np.arange(1, 7) - np.concatenate([[0], np.array(losses[:-1]) * np.arange(1, 6)])
+    assert len(np.unique(np.round(per_batch, 5))) > 3
+    # predict and evaluate never mask: the output equals the unmasked model's.
+    hidden = model.layers[2](keras.ops.convert_to_tensor(batch))
+    expected = numpy(model.layers[3](hidden))
+    np.testing.assert_allclose(model.predict(batch, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    model.evaluate(batch, y[:16], verbose=0)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored.predict(batch, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    assert restored.layers[1].get_config() == model.layers[1].get_config()
+
+
+def test_sequential_fit():
+    model = keras.Sequential([
+        keras.Input((40,), dtype="int32"),
+        layer(output_mode="ids", selection="exact"),
+        keras.layers.Embedding(VOCABULARY, 4),
+        keras.layers.Dense(1),
+    ])
+    model.compile("adam", "mse")
+    history = model.fit(IDS[:32], np.zeros((32, 40, 1)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_in_tf_data_whatever_the_backend():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(IDS).batch(64).map(layer(output_mode="fit"))
+    x, y, weights = next(iter(ds))
+    assert isinstance(x, tf.Tensor)
+    np.testing.assert_array_equal(y.numpy(), IDS[:64])
+    assert not (weights.numpy().astype(bool) & ~ELIGIBLE[:64]).any()
+
+
+def test_in_a_grain_pipeline():
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.source([IDS[:8], IDS[8:16]]).map(layer(output_mode="fit"))
+    x, y, weights = dataset[1]
+    np.testing.assert_array_equal(numpy(y), IDS[8:16])
+    assert 0 < numpy(weights).sum()
+    assert not (numpy(weights).astype(bool) & ~ELIGIBLE[8:16]).any()
+
+
+def test_granularity_word_says_where_it_runs():
+    if BACKEND == "tensorflow":
+        pytest.skip("every granularity runs on TensorFlow")
+    masking = layer(granularity="word", word_starts=np.ones(VOCABULARY, bool))
+    with pytest.raises(NotImplementedError, match="tf.data"):
+        masking(keras.ops.convert_to_tensor(IDS))
