@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_dynmask import validation
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
+from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import seeds
 
 
@@ -74,6 +75,7 @@ class MaskedLMModel(keras.Model):
         self.backbone = backbone
         self.masking = masking
         self.evaluation_seed = evaluation_seed
+        self._masking_in_call = None  # "train" / "evaluate" while a step masks
 
     def get_config(self):
         config = super().get_config()
@@ -126,7 +128,33 @@ class MaskedLMModel(keras.Model):
         )
 
     def call(self, inputs, training=None):
-        return self.backbone(inputs, training=training)
+        # `train_step` / `test_step` set `_masking_in_call` while Keras traces (or,
+        # on PyTorch, runs) a step on a batch without labels: the masking
+        # then runs here, inside the model's call, so that on every backend
+        # Keras carries the masking's seed state (stateless under JAX's
+        # jit). The step's output is a dict that `compute_loss` and
+        # `compute_metrics` unpack; `predict`, `model(x)` and exports get the
+        # backbone's logits.
+        if self._masking_in_call is None:
+            return self.backbone(inputs, training=training)
+        if self._masking_in_call == "train":
+            x, labels, weights = self.masking(inputs, training=True)
+        else:
+            x, labels, weights = self._evaluation_masking(inputs)
+        logits = self.backbone(x, training=training)
+        return {"logits": logits, "labels": labels, "weights": weights}
+
+    def _evaluation_masking(self, inputs):
+        """The held-out masking: seeded by the batch's content, so identical
+        from epoch to epoch; a scheduled rate is read, not advanced."""
+        token_ids = inputs["token_ids"] if isinstance(inputs, dict) else inputs
+        if op_set.for_values(token_ids) is op_set.KERAS:
+            seed = seeds.backend_content_seed(self.evaluation_seed, token_ids)
+            return self.masking(inputs, training=True, seed=seed)
+        seed = seeds.content_seed(self.evaluation_seed, token_ids)
+        step = self.masking.schedule_step
+        extra = {} if step is None else {"step": tf.convert_to_tensor(step)}
+        return self.masking(inputs, training=True, seed=seed, **extra)
 
     def make_train_function(self, force=False):
         # Without a distribution strategy Keras builds the optimizer inside
@@ -148,42 +176,42 @@ class MaskedLMModel(keras.Model):
     def _labels_or_ids(x, y):
         """`y`, or the ids of `x` where Keras passes the raw batch's `y=None`.
 
-        `train_step`/`test_step` always hand labels on; only Keras's
-        symbolic build (run under a distribution strategy before the first
-        step) calls the loss and metrics with the unmasked batch, and the
-        ids have the labels' shape and dtype.
+        Only Keras's symbolic build (run under a distribution strategy
+        before the first step) calls the loss and metrics with the unmasked
+        batch and plain logits; the ids have the labels' shape and dtype.
         """
         if y is not None:
             return y
         return x["token_ids"] if isinstance(x, dict) else x
 
+    def _unpacked(self, x, y, y_pred, sample_weight):
+        if isinstance(y_pred, dict) and "weights" in y_pred:
+            return y_pred["labels"], y_pred["logits"], y_pred["weights"]
+        return self._labels_or_ids(x, y), y_pred, sample_weight
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y, y_pred, sample_weight = self._unpacked(x, y, y_pred, sample_weight)
         return super().compute_loss(
-            x=x,
-            y=self._labels_or_ids(x, y),
-            y_pred=y_pred,
-            sample_weight=sample_weight,
-            training=training,
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(
-            x, self._labels_or_ids(x, y), y_pred, sample_weight=sample_weight
-        )
+        y, y_pred, sample_weight = self._unpacked(x, y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
-            x, y, sample_weight = self.masking(x, training=True)
-        return super().train_step((x, y, sample_weight))
+    def train_step(self, *args):
+        # TensorFlow and PyTorch pass `(data)`, JAX `(state, data)`.
+        return self._step_masking(super().train_step, "train", args)
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
-            token_ids = x["token_ids"] if isinstance(x, dict) else x
-            seed = seeds.content_seed(self.evaluation_seed, token_ids)
-            # A scheduled rate is read at the current step, not advanced.
-            step = self.masking.schedule_step
-            extra = {} if step is None else {"step": tf.convert_to_tensor(step)}
-            x, y, sample_weight = self.masking(x, training=True, seed=seed, **extra)
-        return super().test_step((x, y, sample_weight))
+    def test_step(self, *args):
+        return self._step_masking(super().test_step, "evaluate", args)
+
+    def _step_masking(self, step, mode, args):
+        _, y, _ = keras.utils.unpack_x_y_sample_weight(args[-1])
+        # Batches that come as `(x, y, sample_weight)` (e.g. from
+        # `ds.map(masking)`) are used as they are.
+        self._masking_in_call = mode if y is None else None
+        try:
+            return step(*args)
+        finally:
+            self._masking_in_call = None

@@ -130,6 +130,21 @@ def backend_seed_generator(seed):
     return keras.random.SeedGenerator(seed)
 
 
+def backend_content_seed(base_seed, token_ids):
+    """`content_seed` for JAX and PyTorch tensors: an int32 `[2]` seed keyed
+    by `base_seed` and the batch's content (wrapping int32 arithmetic)."""
+    import keras
+
+    from keras_dynmask.kernels import op_set
+
+    ops = op_set.KERAS
+    values = ops.reshape(ops.cast(token_ids, "int32"), [-1])
+    weights = 2 * ops.arange(values.shape[0], dtype="int32") + 1
+    fingerprint = ops.sum(values * weights)
+    base = keras.ops.convert_to_tensor([int(base_seed) % 2**31, 0x6D61], dtype="int32")
+    return ops.fold_seed(base + fingerprint, 1)
+
+
 def call_seed(seed, generator):
     """The shape-`[2]` seed of one layer call.
 

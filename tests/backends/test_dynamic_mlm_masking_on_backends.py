@@ -189,3 +189,29 @@ def test_granularity_word_says_where_it_runs():
     masking = layer(granularity="word", word_starts=np.ones(VOCABULARY, bool))
     with pytest.raises(NotImplementedError, match="tf.data"):
         masking(keras.ops.convert_to_tensor(IDS))
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True])
+def test_masked_lm_model_fit_evaluate_predict(tmp_path, jit_compile):
+    from keras_dynmask import MaskedLMModel
+
+    if BACKEND == "torch" and jit_compile is True:
+        pytest.skip("torch.compile of a fit takes a minute; the masking layer's jit test covers it")
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(50, 16),
+        keras.layers.Conv1D(32, 3, padding="same", activation="relu"),
+        keras.layers.Dense(50),
+    ])
+    model = MaskedLMModel(backbone, DynamicMLMMasking(50, 4, output_mode="fit", mask_rate=0.3))
+    model.compile(keras.optimizers.Adam(0.02), jit_compile=jit_compile)
+    # Each id follows from its left neighbour: learnable from context.
+    ids = ((np.arange(256)[:, None] + np.arange(12)[None]) % 45 + 5).astype("int32")
+    history = model.fit(ids, epochs=6, batch_size=32, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] - 0.3
+    first, second = model.evaluate(ids, verbose=0), model.evaluate(ids, verbose=0)
+    assert first == second  # the held-out masking is fixed by content
+    logits = model.predict(ids[:2], verbose=0)
+    assert logits.shape == (2, 12, 50)
+    np.testing.assert_allclose(logits, numpy(backbone(ids[:2])), rtol=1e-5, atol=1e-5)
