@@ -7,9 +7,14 @@ step of each kind kept (the least disturbed by other jobs on the machine).
 The share is `(step with masking - step without) / step with masking`; the
 layer's own time on the batch (`tf.function`, same XLA setting) over the
 step without it is printed beside it, a steadier view of the same cost.
-Prints a Markdown table.
+Prints a Markdown table. Runs on the active Keras backend
+(`KERAS_BACKEND=jax` / `torch` / `tensorflow`); the jit settings are
+Keras's: TensorFlow with XLA off and on, JAX jitted (its default), PyTorch
+eager (its default). The layer alone is timed jitted the same way
+(`tf.function`, `jax.jit`, eager), and its throughput printed in tokens/s.
 
     .venv/bin/python benchmarks/in_model_cost.py            # about 2 minutes on 2 CPU cores
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/in_model_cost.py
     .venv/bin/python benchmarks/in_model_cost.py --layers 4 --width 256 --batch 32 --length 512
     .venv/bin/python benchmarks/in_model_cost.py --smoke    # seconds: checks it runs
 """
@@ -90,8 +95,34 @@ def step_seconds(model, ids):
 
 def layer_seconds(layer_call, ids):
     start = time.perf_counter()
-    tf.nest.map_structure(lambda t: t.numpy(), layer_call(ids))
+    keras.tree.map_structure(keras.ops.convert_to_numpy, layer_call(ids))
     return time.perf_counter() - start
+
+
+def jit_settings(smoke):
+    """The `jit_compile` values timed on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return (True,)
+    if backend == "torch":
+        return (False,)
+    # The smoke run leaves XLA off: the same code as with it, minus XLA's
+    # compile time (the layer's XLA path has tests of its own).
+    return (False,) if smoke else (False, True)
+
+
+def masking_alone(layer, jit_compile):
+    """The layer on a batch, training, compiled as the backend's `fit` would."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return tf.function(lambda x: layer(x, training=True), jit_compile=jit_compile)
+    if backend == "jax":
+        import jax
+
+        jitted = jax.jit(lambda x, seed: layer(x, training=True, seed=seed))
+        counter = iter(range(2**31))
+        return lambda x: jitted(x, np.array([next(counter), 7], np.int32))
+    return lambda x: layer(keras.ops.convert_to_tensor(x), training=True)
 
 
 def main():
@@ -108,16 +139,14 @@ def main():
         args.layers, args.width, args.batch, args.length, args.steps, args.rounds = 1, 32, 4, 32, 1, 1
     ids = batch(args.batch, args.length)
     rows = []
-    # The smoke run leaves XLA off: the same code as with it, minus XLA's
-    # compile time (the layer's XLA path has tests of its own).
-    for jit_compile in (False,) if args.smoke else (False, True):
+    for jit_compile in jit_settings(args.smoke):
         keras.utils.set_random_seed(0)
         models = {
             "without": compiled(encoder_model(args.layers, args.width), jit_compile),
             "with": compiled(encoder_model(args.layers, args.width, masking_layer()), jit_compile),
         }
         layer = masking_layer()
-        alone = tf.function(lambda x: layer(x, training=True), jit_compile=jit_compile)
+        alone = masking_alone(layer, jit_compile)
         times = {"without": [], "with": [], "alone": []}
         for name, model in models.items():  # compile and warm up
             step_seconds(model, ids)
@@ -130,14 +159,17 @@ def main():
                 times["alone"].append(layer_seconds(alone, ids))
         without, with_masking, by_itself = (min(times[k]) for k in ("without", "with", "alone"))
         rows.append((jit_compile, without, with_masking, by_itself))
-    print(f"\nEncoder {args.layers} layers x width {args.width}, batch {args.batch} x "
-          f"{args.length}, vocabulary {VOCAB}; fastest of {args.rounds * args.steps} steps\n")
-    print("| jit_compile | step without masking | step with masking | masking's share "
-          "(difference) | layer alone / step |")
-    print("|---|---|---|---|---|")
+    tokens = args.batch * args.length
+    print(f"\nBackend {keras.backend.backend()}: encoder {args.layers} layers x width "
+          f"{args.width}, batch {args.batch} x {args.length}, vocabulary {VOCAB}; fastest "
+          f"of {args.rounds * args.steps} steps\n")
+    print("| backend | jit_compile | step without masking | step with masking | masking's share "
+          "(difference) | layer alone / step | layer alone, tokens/s |")
+    print("|---|---|---|---|---|---|---|")
     for jit_compile, without, with_masking, by_itself in rows:
-        print(f"| {jit_compile} | {without * 1e3:.0f} ms | {with_masking * 1e3:.0f} ms | "
-              f"{(with_masking - without) / with_masking:+.1%} | {by_itself / without:.2%} |")
+        print(f"| {keras.backend.backend()} | {jit_compile} | {without * 1e3:.0f} ms | "
+              f"{with_masking * 1e3:.0f} ms | {(with_masking - without) / with_masking:+.1%} | "
+              f"{by_itself / without:.2%} | {tokens / by_itself / 1e6:.1f} M |")
 
 
 if __name__ == "__main__":
