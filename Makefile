@@ -39,9 +39,12 @@ test: $(call extras_stamp,$(TEST_EXTRAS))
 bench: $(call extras_stamp,$(BENCH_EXTRAS))
 	$(PY) benchmarks/mlm_throughput.py
 
-# The API reference, from the docstrings, into docs/api/ (not committed).
+# The API reference, from the docstrings, into docs/api/ (not committed;
+# open docs/api/index.html). tests/test_api_docs.py builds the same modules.
+API_MODULES := keras_dynmask keras_dynmask.export keras_dynmask.text \
+	keras_dynmask.tools.local_data_service
 docs: $(call extras_stamp,$(DOCS_EXTRAS))
-	$(PY) -m pdoc --docformat google --output-directory docs/api keras_dynmask
+	PDOC_ALLOW_EXEC=1 $(PY) -m pdoc --docformat google --output-directory docs/api $(API_MODULES)
 
 # The oldest supported releases of the core's dependencies (the lower bounds
 # in pyproject.toml), in a venv of their own, on the tests of the core
