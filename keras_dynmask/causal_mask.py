@@ -79,7 +79,7 @@ class CausalMask(MaskingLayer):
            [0, 0, 1, 1]])
     """
 
-    def __init__(self, direction="forward", window=None, **kwargs):
+    def __init__(self, direction: str = "forward", window: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.direction = validation.as_choice(
             "direction", direction, attention_masks.DIRECTIONS
@@ -91,7 +91,13 @@ class CausalMask(MaskingLayer):
         config.update({"direction": self.direction, "window": self.window})
         return config
 
-    def call(self, inputs, padding_mask=None, segment_ids=None, prefix_length=None):
+    def call(
+        self,
+        inputs: "tf.Tensor | tf.RaggedTensor",
+        padding_mask: "tf.Tensor | None" = None,
+        segment_ids: "tf.Tensor | None" = None,
+        prefix_length: "int | tf.Tensor | None" = None,
+    ) -> "tf.Tensor":
         inputs = to_tensor(inputs)
         self._check_inputs(inputs)
         # Run-time shape checks, run before the mask is built.

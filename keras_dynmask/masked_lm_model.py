@@ -63,7 +63,13 @@ class MaskedLMModel(keras.Model):
     (2, 12, 50)
     """
 
-    def __init__(self, backbone, masking, evaluation_seed=1234, **kwargs):
+    def __init__(
+        self,
+        backbone: "keras.Model | keras.layers.Layer",
+        masking: "DynamicMLMMasking",
+        evaluation_seed: int = 1234,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(masking, DynamicMLMMasking) or masking.output_mode != "fit":
             raise ValueError(
@@ -125,7 +131,7 @@ class MaskedLMModel(keras.Model):
             filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: "tf.Tensor", training: bool | None = None) -> "tf.Tensor":
         return self.backbone(inputs, training=training)
 
     def make_train_function(self, force=False):
