@@ -54,7 +54,7 @@ docs: $(call extras_stamp,$(DOCS_EXTRAS))
 # (TensorFlow backend; examples, benchmarks, other backends, the build and
 # the docs left out).
 OLDEST := .venv-oldest
-OLDEST_PINS := tensorflow==2.16.2 tensorflow-text==2.16.1 keras==3.3.3 numpy==1.26.0
+OLDEST_PINS := tensorflow==2.16.2 tensorflow-text==2.16.1 keras==3.9.0 numpy==1.26.0
 OLDEST_TESTS := tests --ignore=tests/examples --ignore=tests/benchmarks --ignore=tests/backends \
 	--ignore=tests/test_packaging.py --ignore=tests/test_api_docs.py
 
