@@ -298,6 +298,7 @@ def load_tfds(
 
     Raises:
         ValueError: unknown name, no text feature, or no text.
+        ImportError: tensorflow_datasets is not installed (the `tfds` extra).
 
     Example:
 
@@ -308,7 +309,13 @@ def load_tfds(
         raise ValueError(
             f"`name` must be a tensorflow_datasets name. Received: name={name!r}"
         )
-    import tensorflow_datasets as tfds  # Slow to import: only when used.
+    try:
+        import tensorflow_datasets as tfds  # Slow to import: only when used.
+    except ImportError as error:
+        raise ImportError(
+            "--tfds reads tensorflow_datasets, which is not installed; install "
+            'it with the `tfds` extra: pip install "keras_dynmask[tfds]"'
+        ) from error
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)

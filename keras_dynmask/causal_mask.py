@@ -81,7 +81,7 @@ class CausalMask(MaskingLayer):
            [0, 0, 1, 1]])
     """
 
-    def __init__(self, direction="forward", window=None, **kwargs):
+    def __init__(self, direction: str = "forward", window: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.direction = validation.as_choice(
             "direction", direction, attention_masks.DIRECTIONS
@@ -93,7 +93,13 @@ class CausalMask(MaskingLayer):
         config.update({"direction": self.direction, "window": self.window})
         return config
 
-    def call(self, inputs, padding_mask=None, segment_ids=None, prefix_length=None):
+    def call(
+        self,
+        inputs: "tf.Tensor | tf.RaggedTensor",
+        padding_mask: "tf.Tensor | None" = None,
+        segment_ids: "tf.Tensor | None" = None,
+        prefix_length: "int | tf.Tensor | None" = None,
+    ) -> "tf.Tensor":
         ops, inputs = backend_values(inputs)
         if ops is op_set.KERAS:
             return self._call_on_backend(

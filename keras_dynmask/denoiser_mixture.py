@@ -1,5 +1,7 @@
 """`DenoiserMixture`: UL2's mixture of denoisers, one drawn per example."""
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -83,19 +85,19 @@ class DenoiserMixture(SpanCorruption):
 
     def __init__(
         self,
-        vocabulary_size,
-        denoisers=UL2_DENOISERS,
-        rates=None,
-        mode_token_ids=None,
-        sentinel_ids=None,
-        num_sentinels=100,
-        eos_id=None,
-        pad_token_id=0,
-        inputs_length=None,
-        targets_length=None,
-        seed=None,
+        vocabulary_size: int,
+        denoisers: "Sequence[dict]" = UL2_DENOISERS,
+        rates: "Sequence[float] | None" = None,
+        mode_token_ids: "dict[str, int] | None" = None,
+        sentinel_ids: "Sequence[int] | None" = None,
+        num_sentinels: int = 100,
+        eos_id: int | None = None,
+        pad_token_id: int | None = 0,
+        inputs_length: int | None = None,
+        targets_length: int | None = None,
+        seed: int | None = None,
         **kwargs,
-    ):
+    ) -> None:
         # Skips SpanCorruption's own arguments: a mixture has no single
         # noise density.
         super(SpanCorruption, self).__init__(**kwargs)

@@ -1,6 +1,9 @@
 """`DynamicMLMMasking`: a fresh masked-LM corruption on every batch."""
 
+from collections.abc import Sequence
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_dynmask import granularity_options
@@ -128,24 +131,24 @@ class DynamicMLMMasking(MaskingLayer):
 
     def __init__(
         self,
-        vocabulary_size,
-        mask_token_id,
-        mask_rate=0.15,
-        mask_token_rate=0.8,
-        random_token_rate=0.1,
-        special_token_ids=(),
-        pad_token_id=0,
-        selection="bernoulli",
-        max_predictions=None,
-        output_mode="ids",
-        ignore_index=-100,
-        seed=None,
-        granularity="token",
-        word_starts=None,
-        span_length_p=0.2,
-        max_span_length=10,
+        vocabulary_size: int,
+        mask_token_id: int,
+        mask_rate: "float | keras.optimizers.schedules.LearningRateSchedule" = 0.15,
+        mask_token_rate: float = 0.8,
+        random_token_rate: float = 0.1,
+        special_token_ids: "Sequence[int]" = (),
+        pad_token_id: int | None = 0,
+        selection: str = "bernoulli",
+        max_predictions: int | None = None,
+        output_mode: str = "ids",
+        ignore_index: int = -100,
+        seed: int | None = None,
+        granularity: str = "token",
+        word_starts: "np.ndarray | Sequence[bool] | None" = None,
+        span_length_p: float = 0.2,
+        max_span_length: int = 10,
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         check = validation
         self.vocabulary_size = check.as_int("vocabulary_size", vocabulary_size, 2)
@@ -236,7 +239,13 @@ class DynamicMLMMasking(MaskingLayer):
         """With a scheduled `mask_rate`, the batches masked so far (a weight); else `None`."""
         return self._masked_batches
 
-    def call(self, inputs, training=None, seed=None, step=None):
+    def call(
+        self,
+        inputs: "tf.Tensor | tf.RaggedTensor | dict",
+        training: "bool | tf.Tensor | None" = None,
+        seed: "tf.Tensor | None" = None,
+        step: "int | tf.Tensor | None" = None,
+    ) -> "tf.Tensor | tf.RaggedTensor | tuple | dict":
         if op_set.for_values(*tf.nest.flatten(inputs)) is op_set.KERAS:
             return self._call_on_backend(inputs, training, seed, step)
         token_ids, rest = self._split_inputs(inputs)

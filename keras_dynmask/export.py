@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -54,7 +55,7 @@ def _saved_model_proto(path):
     return proto
 
 
-def saved_model_ops(path):
+def saved_model_ops(path: "str | os.PathLike") -> list[str]:
     """Every op type a SavedModel's graphs use, its functions included.
 
     Walks each MetaGraph's `graph_def`: its nodes and the nodes of every
@@ -93,7 +94,7 @@ def saved_model_ops(path):
 
 
 @functools.lru_cache(maxsize=1)
-def core_ops():
+def core_ops() -> frozenset[str]:
     """The op types TensorFlow alone registers.
 
     Read from a fresh interpreter (this Python, isolated mode, empty
@@ -127,7 +128,7 @@ def core_ops():
     return frozenset(json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
-def required_ops(path, available_ops=None):
+def required_ops(path: "str | os.PathLike", available_ops: "Iterable[str] | None" = None) -> list[str]:
     """The ops a SavedModel needs beyond those a TensorFlow build has.
 
     An empty list means the export loads in any TensorFlow or TF Serving

@@ -64,7 +64,13 @@ class MaskedLMModel(keras.Model):
     (2, 12, 50)
     """
 
-    def __init__(self, backbone, masking, evaluation_seed=1234, **kwargs):
+    def __init__(
+        self,
+        backbone: "keras.Model | keras.layers.Layer",
+        masking: "DynamicMLMMasking",
+        evaluation_seed: int = 1234,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(masking, DynamicMLMMasking) or masking.output_mode != "fit":
             raise ValueError(
@@ -127,7 +133,7 @@ class MaskedLMModel(keras.Model):
             filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs
         )
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: "tf.Tensor", training: bool | None = None) -> "tf.Tensor":
         # `train_step` / `test_step` set `_masking_in_call` while Keras traces (or,
         # on PyTorch, runs) a step on a batch without labels: the masking
         # then runs here, inside the model's call, so that on every backend

@@ -62,7 +62,7 @@ class PaddingMask(MaskingLayer):
            [0, 0, 0]])
     """
 
-    def __init__(self, pad_token_id=0, output_mode="mask", **kwargs):
+    def __init__(self, pad_token_id: int | None = 0, output_mode: str = "mask", **kwargs) -> None:
         super().__init__(**kwargs)
         self.pad_token_id = validation.as_int("pad_token_id", pad_token_id, allow_none=True)
         self.output_mode = validation.as_choice("output_mode", output_mode, OUTPUT_MODES)
@@ -74,7 +74,7 @@ class PaddingMask(MaskingLayer):
         )
         return config
 
-    def call(self, token_ids):
+    def call(self, token_ids: "tf.Tensor | tf.RaggedTensor") -> "tf.Tensor":
         ops, token_ids = backend_values(token_ids)
         self._check_token_ids(token_ids)
         if ops is op_set.KERAS:

@@ -156,7 +156,7 @@ class MaskRateLogger(keras.callbacks.Callback):
     0.3
     """
 
-    def __init__(self, layer, name="mask_rate"):
+    def __init__(self, layer: "keras.layers.Layer", name: str = "mask_rate") -> None:
         super().__init__()
         reader = getattr(layer, "current_mask_rate", None) or getattr(
             layer, "current_noise_density", None

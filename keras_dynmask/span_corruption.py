@@ -1,6 +1,7 @@
 """`SpanCorruption`: T5's span corruption with sentinels, a fresh draw every call."""
 
 import collections
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -106,18 +107,18 @@ class SpanCorruption(MaskingLayer):
 
     def __init__(
         self,
-        vocabulary_size,
-        noise_density=0.15,
-        mean_noise_span_length=3.0,
-        sentinel_ids=None,
-        num_sentinels=100,
-        eos_id=None,
-        pad_token_id=0,
-        inputs_length=None,
-        targets_length=None,
-        seed=None,
+        vocabulary_size: int,
+        noise_density: "float | keras.optimizers.schedules.LearningRateSchedule" = 0.15,
+        mean_noise_span_length: float = 3.0,
+        sentinel_ids: "Sequence[int] | None" = None,
+        num_sentinels: int = 100,
+        eos_id: int | None = None,
+        pad_token_id: int | None = 0,
+        inputs_length: int | None = None,
+        targets_length: int | None = None,
+        seed: int | None = None,
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         check = validation
         self.vocabulary_size = check.as_int("vocabulary_size", vocabulary_size, 2)
@@ -232,7 +233,7 @@ class SpanCorruption(MaskingLayer):
         """The noise density the next call without a `step` uses (a float)."""
         return rate_schedules.current_rate(self._noise_density, self.schedule_step)
 
-    def lengths_for(self, inputs_length):
+    def lengths_for(self, inputs_length: int) -> "noise_spans.SpanLengths":
         """Raw and target lengths for a wanted `inputs_length` (T5's helper).
 
         Args:
@@ -269,7 +270,13 @@ class SpanCorruption(MaskingLayer):
                 training = True
         return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
-    def call(self, inputs, training=None, seed=None, step=None):
+    def call(
+        self,
+        inputs: "tf.Tensor | tf.RaggedTensor | dict",
+        training: "bool | tf.Tensor | None" = None,
+        seed: "tf.Tensor | None" = None,
+        step: "int | tf.Tensor | None" = None,
+    ) -> dict:
         token_ids, rest = self._split_inputs(inputs)
         validation.check_integer_ids(type(self).__name__, "token_ids", token_ids, (1, 2))
         if random_bits.in_xla_context() and None in (self.inputs_length, self.targets_length):

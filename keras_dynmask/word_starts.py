@@ -1,5 +1,8 @@
 """`keras_dynmask.word_starts`: which ids of a vocabulary begin a word."""
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 
 STYLES = ("wordpiece", "sentencepiece", "bytelevel")
@@ -20,7 +23,7 @@ def _piece_text(piece):
     return piece
 
 
-def word_starts(vocabulary, style):
+def word_starts(vocabulary: "str | os.PathLike | Sequence[str | bytes]", style: str) -> "np.ndarray":
     """The id-level word-start table `DynamicMLMMasking(word_starts=...)` takes.
 
     A vocabulary marks words in one of three ways: WordPiece (BERT) writes

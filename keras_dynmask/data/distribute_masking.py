@@ -39,6 +39,9 @@ For trying it on one machine, `keras_dynmask.tools.local_data_service`
 starts a local cluster (a dispatcher and N worker processes).
 """
 
+from collections.abc import Callable
+
+import keras
 import tensorflow as tf
 
 from keras_dynmask import rate_schedules
@@ -56,15 +59,15 @@ def _check_processing_mode(processing_mode):
 
 
 def masking_pipeline(
-    dataset,
-    layer,
-    processing_mode="distributed_epoch",
-    seed=None,
-    num_epochs=1,
-    num_parallel_calls=tf.data.AUTOTUNE,
-    elements_per_split=1,
-    preprocess=None,
-):
+    dataset: "tf.data.Dataset",
+    layer: "keras.layers.Layer",
+    processing_mode: str = "distributed_epoch",
+    seed: int | None = None,
+    num_epochs: int = 1,
+    num_parallel_calls: int | None = tf.data.AUTOTUNE,
+    elements_per_split: int = 1,
+    preprocess: "Callable | None" = None,
+) -> "tf.data.Dataset":
     """The dataset tf.data service workers run: `num_epochs` masked passes.
 
     Iterated in-process it yields what the workers would make (in order);
@@ -220,20 +223,20 @@ def _check_random_access(dataset, num_elements):
 
 
 def distribute_masking(
-    dataset,
-    layer,
-    service,
-    processing_mode="distributed_epoch",
-    seed=None,
-    num_epochs=1,
-    job_name=None,
-    num_parallel_calls=tf.data.AUTOTUNE,
-    compression="AUTO",
-    max_outstanding_requests=None,
-    options=None,
-    elements_per_split=1,
-    preprocess=None,
-):
+    dataset: "tf.data.Dataset",
+    layer: "keras.layers.Layer",
+    service: str,
+    processing_mode: str = "distributed_epoch",
+    seed: int | None = None,
+    num_epochs: int = 1,
+    job_name: str | None = None,
+    num_parallel_calls: int | None = tf.data.AUTOTUNE,
+    compression: str | None = "AUTO",
+    max_outstanding_requests: int | None = None,
+    options: "tf.data.Options | None" = None,
+    elements_per_split: int = 1,
+    preprocess: "Callable | None" = None,
+) -> "tf.data.Dataset":
     """Masks `dataset` on tf.data service workers; returns what they send.
 
     Builds `masking_pipeline(dataset, layer, processing_mode, seed,

@@ -1,5 +1,6 @@
 """`mask_dataset`: reproducible dynamic masking over a `tf.data.Dataset`."""
 
+import keras
 import tensorflow as tf
 
 from keras_dynmask import rate_schedules
@@ -22,12 +23,12 @@ def layer_or_given_seed(layer, seed):
 
 
 def mask_dataset(
-    dataset,
-    layer,
-    seed=None,
-    num_parallel_calls=tf.data.AUTOTUNE,
-    num_epochs=None,
-):
+    dataset: "tf.data.Dataset",
+    layer: "keras.layers.Layer",
+    seed: int | None = None,
+    num_parallel_calls: int | None = tf.data.AUTOTUNE,
+    num_epochs: int | None = None,
+) -> "tf.data.Dataset":
     """Maps a masking layer over `dataset`, reproducibly when seeded.
 
     With a `seed`, each element's mask is a pure function of

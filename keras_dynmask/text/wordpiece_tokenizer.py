@@ -3,6 +3,8 @@
 import collections
 import os
 import re
+from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -123,7 +125,13 @@ class WordPieceTokenizer(tf.Module):
     True
     """
 
-    def __init__(self, vocabulary, sequence_length=None, lower_case=True, name=None):
+    def __init__(
+        self,
+        vocabulary: "Sequence[str]",
+        sequence_length: int | None = None,
+        lower_case: bool = True,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name=name)
         if isinstance(vocabulary, (str, bytes)) or not all(
             isinstance(token, str) for token in vocabulary
@@ -202,7 +210,7 @@ class WordPieceTokenizer(tf.Module):
         self._tokens = tf.constant(vocabulary, dtype=tf.string)
 
     @property
-    def vocabulary_size(self):
+    def vocabulary_size(self) -> int:
         """Number of wordpieces, special tokens included."""
         return len(self.vocabulary)
 
@@ -214,13 +222,13 @@ class WordPieceTokenizer(tf.Module):
     @classmethod
     def learn(
         cls,
-        texts,
-        vocabulary_size=8000,
-        sequence_length=None,
-        lower_case=True,
-        batch_size=1024,
+        texts: "Iterable[str] | tf.data.Dataset",
+        vocabulary_size: int = 8000,
+        sequence_length: int | None = None,
+        lower_case: bool = True,
+        batch_size: int = 1024,
         **learn_kwargs,
-    ):
+    ) -> "WordPieceTokenizer":
         """Learns a WordPiece vocabulary from text and returns its tokenizer.
 
         Words are counted after the tokenizer's own splitting and
@@ -291,7 +299,9 @@ class WordPieceTokenizer(tf.Module):
         return cls(learned, sequence_length=sequence_length, lower_case=lower_case)
 
     @classmethod
-    def from_file(cls, path, sequence_length=None, lower_case=True):
+    def from_file(
+        cls, path: "str | os.PathLike", sequence_length: int | None = None, lower_case: bool = True
+    ) -> "WordPieceTokenizer":
         """Reads a vocabulary written by `save_vocabulary` (one token a line).
 
         Args:
@@ -310,7 +320,7 @@ class WordPieceTokenizer(tf.Module):
             vocabulary.pop()
         return cls(vocabulary, sequence_length=sequence_length, lower_case=lower_case)
 
-    def save_vocabulary(self, path):
+    def save_vocabulary(self, path: "str | os.PathLike") -> None:
         """Writes the vocabulary, one token a line, in id order.
 
         Args:

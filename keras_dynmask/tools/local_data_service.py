@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 from keras_dynmask import validation
 from keras_dynmask.tools.data_service_server import LOOPBACK_HOST  # noqa: F401
@@ -74,16 +75,16 @@ class LocalDataService:
 
     def __init__(
         self,
-        num_workers=1,
-        start_timeout_s=120.0,
-        stop_timeout_s=10.0,
-        max_lifetime_s=3600.0,
-        worker_timeout_ms=2000,
-        heartbeat_interval_ms=250,
-        import_modules=(),
-        log_dir=None,
-        hide_accelerators=True,
-    ):
+        num_workers: int = 1,
+        start_timeout_s: float = 120.0,
+        stop_timeout_s: float = 10.0,
+        max_lifetime_s: float = 3600.0,
+        worker_timeout_ms: int = 2000,
+        heartbeat_interval_ms: int = 250,
+        import_modules: "Sequence[str]" = (),
+        log_dir: "str | os.PathLike | None" = None,
+        hide_accelerators: bool = True,
+    ) -> None:
         num_workers = validation.as_int("num_workers", num_workers, 0)
         for name, value in (
             ("start_timeout_s", start_timeout_s),
@@ -124,7 +125,7 @@ class LocalDataService:
             raise
 
     @property
-    def service(self):
+    def service(self) -> str:
         """The dispatcher, as `distribute` takes it: `grpc://127.0.0.1:port`."""
         return f"grpc://{self.dispatcher.address}"
 
@@ -177,7 +178,7 @@ class LocalDataService:
         write_atomically(self._dispatcher_address_file, self.dispatcher.address)
         _await_ready(new_workers, deadline, self.start_timeout_s)
 
-    def add_workers(self, num_workers=1):
+    def add_workers(self, num_workers: int = 1) -> None:
         """Starts `num_workers` more workers and waits until they serve.
 
         A worker registers with the dispatcher before it reports ready, so
@@ -222,7 +223,7 @@ class LocalDataService:
         _await_ready([replacement], time.monotonic() + self.start_timeout_s, self.start_timeout_s)
         return replacement
 
-    def stop(self):
+    def stop(self) -> None:
         """Ends every server process (workers, then the dispatcher).
 
         Safe to call more than once.

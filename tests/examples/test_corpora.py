@@ -1,6 +1,7 @@
 """Tests for examples/corpora.py: loaders, split, errors."""
 
 import pathlib
+import sys
 import sysconfig
 
 import pytest
@@ -163,6 +164,13 @@ def test_unknown_tfds_name_raises_without_downloading(tmp_path):
     with pytest.raises(ValueError, match="no_such_corpus_xyz"):
         load_corpus(tfds="no_such_corpus_xyz", tfds_data_dir=str(tmp_path))
     assert not any(tmp_path.iterdir())  # Nothing written.
+
+
+def test_tfds_without_tensorflow_datasets_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(ImportError, match=r'pip install "keras_dynmask\[tfds\]"'):
+        load_tfds("imdb_reviews", data_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())
 
 
 def test_tfds_loader_on_mocked_data(tmp_path):
