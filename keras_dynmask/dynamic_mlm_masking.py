@@ -330,36 +330,19 @@ class DynamicMLMMasking(MaskingLayer):
             seed = self._backend_seeds.next()
         else:
             seed = validation.backend_call_seed(seed)
-        selection_seed, cap_seed, corruption_seed, id_seed = (
-            ops.fold_seed(seed, key) for key in range(4)
-        )
-        shape = ops.shape(token_ids)
-        eligible = token_masking.eligible_tokens(
-            ops, token_ids, self.excluded_ids, self.vocabulary_size
-        )
-        draws = ops.uniform(shape, selection_seed)
-        if self.selection == "bernoulli":
-            selected = token_masking.bernoulli_tokens(ops, eligible, self.mask_rate, draws)
-            if self.max_predictions is not None:
-                selected = token_masking.cap_selections(
-                    ops, selected, self.max_predictions, ops.uniform(shape, cap_seed)
-                )
-        else:
-            counts = token_masking.exact_counts(ops, eligible, self.mask_rate, self.max_predictions)
-            selected = token_masking.exact_tokens(ops, eligible, counts, draws)
-        corrupted = token_masking.bert_corruption(
+        return token_masking.select_and_corrupt(
             ops,
             token_ids,
-            selected,
-            ops.uniform(shape, corruption_seed),
-            ops.uniform(shape, id_seed) if self.random_token_rate > 0 else None,
+            seed,
+            excluded_ids=self.excluded_ids,
+            vocabulary_size=self.vocabulary_size,
+            mask_rate=self.mask_rate,
+            selection=self.selection,
+            max_predictions=self.max_predictions,
             mask_token_id=self.mask_token_id,
             mask_token_rate=self.mask_token_rate,
             random_token_rate=self.random_token_rate,
-            vocabulary_size=self.vocabulary_size,
-            excluded_ids=self.excluded_ids,
         )
-        return corrupted, selected
 
     # Configuration the kernels read.
 
