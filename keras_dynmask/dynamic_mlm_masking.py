@@ -19,6 +19,7 @@ from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
+from keras_dynmask.masking_layer import cast_float_ids_in_models
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
 from keras_dynmask.masking_layer import split_token_ids
@@ -263,10 +264,25 @@ class DynamicMLMMasking(MaskingLayer):
             )
         return self._format(rest, token_ids, *masked)
 
+    def compute_output_shape(self, input_shape):
+        """The output shapes for ids of `input_shape` (a dict of shapes for a
+        dict input), in the structure `output_mode` returns."""
+        if isinstance(input_shape, dict):
+            inputs = {k: keras.KerasTensor(v, dtype="int32") for k, v in input_shape.items()}
+        else:
+            inputs = keras.KerasTensor(input_shape, dtype="int32")
+        return keras.tree.map_structure(lambda spec: spec.shape, self.compute_output_spec(inputs))
+
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
 
+        ragged = bool(getattr(token_ids, "ragged", False))
+
         def like(dtype=token_ids.dtype, shape=token_ids.shape):
+            # Per-token outputs keep a ragged input's raggedness.
+            return keras.KerasTensor(shape, dtype=dtype, ragged=ragged)
+
+        def fixed(dtype, shape):
             return keras.KerasTensor(shape, dtype=dtype)
 
         if self.output_mode == "ids":
@@ -278,9 +294,9 @@ class DynamicMLMMasking(MaskingLayer):
         outputs = {"token_ids": like(), "labels": like(), "mask": like("bool")}
         if self.max_predictions is not None:
             width = tuple(token_ids.shape[:-1]) + (self.max_predictions,)
-            outputs["mask_positions"] = like("int32", width)
-            outputs["mask_ids"] = like(shape=width)
-            outputs["mask_weights"] = like("float32", width)
+            outputs["mask_positions"] = fixed("int32", width)
+            outputs["mask_ids"] = fixed(token_ids.dtype, width)
+            outputs["mask_weights"] = fixed("float32", width)
         return {**(rest or {}), **outputs}
 
     # JAX and PyTorch tensors (inside models, under jit): the kernels of
@@ -363,7 +379,8 @@ class DynamicMLMMasking(MaskingLayer):
     # Inputs and validation.
 
     def _split_inputs(self, inputs):
-        return split_token_ids("DynamicMLMMasking", inputs, self._output_keys)
+        token_ids, rest = split_token_ids("DynamicMLMMasking", inputs, self._output_keys)
+        return cast_float_ids_in_models(token_ids, self.called_inside_model), rest
 
     @property
     def _output_keys(self):

@@ -21,8 +21,13 @@ def is_symbolic(value):
 
 
 def called_from_another_layer():
-    """True while an outer Keras layer or model is running its `call`."""
-    return global_state.get_global_attribute("current_call_ctx") is not None
+    """True while an outer Keras layer or model is running its `call`, or
+    while Keras runs a model statelessly (JAX's jitted steps call the
+    model's `call` directly, under a stateless scope)."""
+    return (
+        global_state.get_global_attribute("current_call_ctx") is not None
+        or global_state.get_global_attribute("stateless_scope") is not None
+    )
 
 
 def to_tensor(value):
@@ -34,6 +39,26 @@ def to_tensor(value):
     if isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
         return tf.convert_to_tensor(value)
     return value
+
+
+def cast_float_ids_in_models(value, inside_model):
+    """Float ids inside a model become int32, as `keras.layers.Embedding`
+    casts them (a `Sequential` without an `Input` makes a float32 input).
+
+    Called on its own (directly or in `tf.data`), a layer keeps refusing
+    float ids with a clear error. `inside_model`: the layer's
+    `called_inside_model`.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or "float" not in str(getattr(dtype, "name", dtype)):
+        return value
+    if is_symbolic(value):
+        return keras.ops.cast(value, "int32")
+    if not inside_model:
+        return value
+    if op_set.is_tensorflow_value(value):
+        return tf.cast(value, tf.int32)
+    return keras.ops.cast(value, "int32")
 
 
 def backend_values(value):
@@ -101,7 +126,18 @@ class MaskingLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
-        self.built = True
+        self.called_inside_model = False
+
+    def __call__(self, *args, **kwargs):
+        # Read here, before Keras opens this layer's own call context.
+        self.called_inside_model = called_from_another_layer()
+        if not self.built and type(self).build is MaskingLayer.build:
+            # Nothing to build: skip Keras's shape-based build, which cannot
+            # read a ragged, dict or unknown-rank input's shape. A subclass
+            # with a `build` of its own gets it called by Keras as usual.
+            self.built = True
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
+        """Nothing to make by default (see `__call__`)."""
         self.built = True

@@ -8,6 +8,7 @@ from keras_dynmask.kernels import attention_masks
 from keras_dynmask.kernels import op_set
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
+from keras_dynmask.masking_layer import cast_float_ids_in_models
 
 OUTPUT_MODES = ("mask", "attention")
 
@@ -75,6 +76,7 @@ class PaddingMask(MaskingLayer):
         return config
 
     def call(self, token_ids: "tf.Tensor | tf.RaggedTensor") -> "tf.Tensor":
+        token_ids = cast_float_ids_in_models(token_ids, self.called_inside_model)
         ops, token_ids = backend_values(token_ids)
         self._check_token_ids(token_ids)
         if ops is op_set.KERAS:
@@ -96,6 +98,7 @@ class PaddingMask(MaskingLayer):
         return shape
 
     def compute_output_spec(self, token_ids):
+        token_ids = cast_float_ids_in_models(token_ids, True)
         self._check_token_ids(token_ids)
         shape = self.compute_output_shape(token_ids.shape)
         return keras.KerasTensor(shape, dtype="bool")
