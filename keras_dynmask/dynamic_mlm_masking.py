@@ -310,8 +310,6 @@ class DynamicMLMMasking(MaskingLayer):
             what
             for what, used in (
                 (f"granularity={self.granularity!r}", self.granularity != "token"),
-                ("a scheduled mask_rate", rate_schedules.is_schedule(self.mask_rate)),
-                ("a call-time step", step is not None),
                 ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
             )
             if used
@@ -328,7 +326,8 @@ class DynamicMLMMasking(MaskingLayer):
             token_ids = token_ids[None, :]
         ops = op_set.KERAS
         if training:
-            corrupted, selected = self._mask_on_backend(ops, token_ids, seed)
+            rate = rate_schedules.backend_rate_for_call(self.mask_rate, self._masked_batches, step)
+            corrupted, selected = self._mask_on_backend(ops, token_ids, seed, rate)
         else:
             corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
         targets = None
@@ -341,7 +340,7 @@ class DynamicMLMMasking(MaskingLayer):
             targets = None if targets is None else tuple(t[0] for t in targets)
         return self._format(rest, token_ids, corrupted, selected, targets)
 
-    def _mask_on_backend(self, ops, token_ids, seed):
+    def _mask_on_backend(self, ops, token_ids, seed, rate):
         if seed is None:
             seed = self._backend_seeds.next()
         else:
@@ -352,7 +351,7 @@ class DynamicMLMMasking(MaskingLayer):
             seed,
             excluded_ids=self.excluded_ids,
             vocabulary_size=self.vocabulary_size,
-            mask_rate=self.mask_rate,
+            mask_rate=rate,
             selection=self.selection,
             max_predictions=self.max_predictions,
             mask_token_id=self.mask_token_id,

@@ -123,6 +123,27 @@ def rate_for_call(rate, counter, step=None, low=0.0, high=1.0):
         return tf.identity(rate_at(rate, current, low, high))
 
 
+def backend_rate_for_call(rate, counter, step=None, low=0.0, high=1.0):
+    """`rate_for_call` on JAX and PyTorch (`keras.ops`, jit-friendly).
+
+    Returns a Python float for a fixed rate, else a float32 scalar tensor
+    (the schedule at `step`, or at the layer's `counter`, which advances by
+    one; a negative step counts as 0).
+    """
+    if not is_schedule(rate):
+        return rate
+    if step is None:
+        step = keras.ops.convert_to_tensor(counter.value)
+        counter.assign_add(keras.ops.ones((), counter.dtype))
+    else:
+        if isinstance(step, bool) or not (validation.is_integer(step) or hasattr(step, "dtype")):
+            raise ValueError(f"A call-time `step` must be an integer scalar. Received: step={step!r}")
+        step = keras.ops.convert_to_tensor(step)
+    step = keras.ops.maximum(keras.ops.cast(step, "int32"), 0)
+    value = keras.ops.cast(rate(step), "float32")
+    return keras.ops.clip(value, low, high)
+
+
 def current_rate(rate, counter, low=0.0, high=1.0):
     """A Python float: the rate the next call without a `step` uses."""
     if not is_schedule(rate):

@@ -44,6 +44,12 @@ def exact_counts(ops, eligible, mask_rate, max_predictions=None):
     """
     length = ops.shape(eligible)[-1]
     eligible_count = ops.sum(ops.cast(eligible, "int32"), axis=-1)
+    if not isinstance(mask_rate, (int, float)):
+        # A scheduled rate (a float32 tensor): rounded in float32.
+        product = ops.cast(eligible_count, "float32") * mask_rate
+        counts = ops.cast(ops.round(product), "int32")
+        counts = ops.minimum(ops.maximum(counts, ops.minimum(eligible_count, 1)), eligible_count)
+        return counts if max_predictions is None else ops.minimum(counts, max_predictions)
     possible = np.arange(length + 1)
     table = np.round(float(mask_rate) * possible).astype(np.int64)
     table = np.minimum(np.maximum(table, np.minimum(possible, 1)), possible)

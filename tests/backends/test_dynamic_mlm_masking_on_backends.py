@@ -215,3 +215,23 @@ def test_masked_lm_model_fit_evaluate_predict(tmp_path, jit_compile):
     logits = model.predict(ids[:2], verbose=0)
     assert logits.shape == (2, 12, 50)
     np.testing.assert_allclose(logits, numpy(backbone(ids[:2])), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("selection", ["bernoulli", "exact"])
+def test_scheduled_rate_follows_the_step(selection):
+    schedule = keras.optimizers.schedules.PolynomialDecay(0.5, 10, 0.1)
+    masking = layer(mask_rate=schedule, selection=selection)
+    ids = keras.ops.convert_to_tensor(IDS)
+    n = int(ELIGIBLE.sum())
+    for step, rate in ((0, 0.5), (5, 0.3), (10, 0.1)):
+        selected = int(numpy(masking(ids, step=step, seed=[step + 10, 1])["mask"]).sum())
+        if selection == "exact":
+            assert selected == int(np.round(rate * ELIGIBLE.sum(axis=1)).sum())
+        else:
+            low, high = two_sided_bounds(n, rate)
+            assert low < selected < high, (step, selected)
+    # Without a step the layer's own counter advances once a masked batch.
+    before = int(numpy(masking.schedule_step))
+    masking(ids)
+    masking(ids, training=False)
+    assert int(numpy(masking.schedule_step)) == before + 1
