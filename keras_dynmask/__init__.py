@@ -1,13 +1,19 @@
 """keras_dynmask: dynamic masks for Transformer training, as Keras layers.
 
-`import keras_dynmask` loads TensorFlow and Keras only (Keras itself
-imports `matplotlib.pyplot` whenever matplotlib is installed). The tokenizer
+`import keras_dynmask` loads Keras and NumPy only. TensorFlow is imported
+at the first TensorFlow op a layer runs (`keras_dynmask.lazy_tensorflow`):
+in `tf.data`, on TensorFlow tensors, under the TensorFlow backend, or in
+the layers and modes that compute with TensorFlow on every backend. So
+`PaddingMask`, `CausalMask` and `DynamicMLMMasking`'s token masking run on
+JAX or PyTorch tensors without it. The tokenizer
 (`keras_dynmask.text`, which needs tensorflow_text) and the local tf.data
 service cluster (`keras_dynmask.tools`) are imported only by whoever uses
-them.
+them. Keras is imported first, as PyTorch needs under
+`KERAS_BACKEND=torch`.
 """
 
-from keras_dynmask import data
+import keras  # noqa: F401  (before TensorFlow: see the docstring)
+
 from keras_dynmask.causal_mask import CausalMask
 from keras_dynmask.denoiser_mixture import DenoiserMixture
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
@@ -34,8 +40,12 @@ __all__ = [
 
 
 def __getattr__(name):
-    # `keras_dynmask.WordPieceTokenizer` still works, importing
-    # tensorflow_text only when asked for.
+    # `keras_dynmask.data` (tf.data helpers) and `keras_dynmask.WordPieceTokenizer`
+    # (tensorflow_text) are imported when asked for.
+    if name == "data":
+        import keras_dynmask.data
+
+        return keras_dynmask.data
     if name == "WordPieceTokenizer":
         from keras_dynmask.text import WordPieceTokenizer
 

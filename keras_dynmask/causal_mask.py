@@ -4,7 +4,7 @@ import functools
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import granularity_options
 from keras_dynmask import rate_schedules
@@ -227,7 +227,7 @@ class DynamicMLMMasking(MaskingLayer):
         # On its own (eagerly or in tf.data) the layer masks by default;
         # inside a model it follows Keras's training flag, as Dropout does.
         if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in tf.nest.flatten(inputs)):
+            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
                 training = True
         return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
@@ -247,7 +247,7 @@ class DynamicMLMMasking(MaskingLayer):
         seed: "tf.Tensor | None" = None,
         step: "int | tf.Tensor | None" = None,
     ) -> "tf.Tensor | tf.RaggedTensor | tuple | dict":
-        if op_set.for_values(*tf.nest.flatten(inputs)) is op_set.KERAS:
+        if op_set.for_values(*keras.tree.flatten(inputs)) is op_set.KERAS:
             return self._call_on_backend(inputs, training, seed, step)
         token_ids, rest = self._split_inputs(inputs)
         token_ids = self._check_token_ids(token_ids)

@@ -5,7 +5,7 @@ The layer's `granularity`, `word_starts`, `span_length_p` and
 into `keras_dynmask.kernels.word_selection` with them.
 """
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import random_bits

@@ -1,7 +1,7 @@
 """`MaskedLMModel`: masked-LM training with the masking inside the model."""
 
 import keras
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking

@@ -9,7 +9,7 @@ own (directly or in `tf.data`) or from inside another layer (a model).
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 from keras.src.backend.common import global_state
 
 from keras_dynmask.kernels import op_set
@@ -31,12 +31,16 @@ def called_from_another_layer():
 
 
 def to_tensor(value):
-    """Converts NumPy arrays and Python lists; tensors pass unchanged."""
+    """Converts NumPy arrays and Python lists (to TF tensors in `tf.data` and
+    under the TensorFlow backend, else to the backend's); tensors pass
+    unchanged."""
     if isinstance(value, (tf.Tensor, tf.RaggedTensor, tf.Variable)):
         return value
     if isinstance(value, keras.KerasTensor):
         return value
     if isinstance(value, (np.ndarray, list, tuple, int, np.integer)):
+        if op_set.for_values(value) is op_set.KERAS:
+            return keras.ops.convert_to_tensor(value)  # a JAX or PyTorch tensor
         return tf.convert_to_tensor(value)
     return value
 

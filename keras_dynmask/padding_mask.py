@@ -1,7 +1,7 @@
 """`PaddingMask`: padding masks computed from each batch of token ids."""
 
 import keras
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import attention_masks
@@ -79,14 +79,16 @@ class PaddingMask(MaskingLayer):
         token_ids = cast_float_ids_in_models(token_ids, self.called_inside_model)
         ops, token_ids = backend_values(token_ids)
         self._check_token_ids(token_ids)
-        if ops is op_set.KERAS:
-            checks = []  # every backend tensor has a static rank
-        else:
-            checks = validation.rank_checks("PaddingMask", "token_ids", token_ids, (1, 2))
-        with tf.control_dependencies(checks):
+        if ops is op_set.KERAS:  # every backend tensor has a static rank
             padding_mask = attention_masks.token_padding_mask(
                 token_ids, self.pad_token_id, ops
             )
+        else:
+            checks = validation.rank_checks("PaddingMask", "token_ids", token_ids, (1, 2))
+            with tf.control_dependencies(checks):
+                padding_mask = attention_masks.token_padding_mask(
+                    token_ids, self.pad_token_id, ops
+                )
         if self.output_mode == "attention":
             return attention_masks.attention_mask_from_padding(padding_mask)
         return padding_mask

@@ -10,7 +10,7 @@ shows the current rate in `fit`'s progress bar and history.
 """
 
 import keras
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 

@@ -4,7 +4,7 @@ import collections
 from collections.abc import Sequence
 
 import keras
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import rate_schedules
 from keras_dynmask import validation
@@ -266,7 +266,7 @@ class SpanCorruption(MaskingLayer):
         # On its own (eagerly or in tf.data) the layer corrupts by default;
         # inside a model it follows Keras's training flag, as Dropout does.
         if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in tf.nest.flatten(inputs)):
+            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
                 training = True
         return super().__call__(inputs, training=training, seed=seed, **kwargs)
 

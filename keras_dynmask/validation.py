@@ -13,7 +13,7 @@ and add run-time assertions (`require`) where only the values tell.
 import numbers
 
 import numpy as np
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 
 def _plain(value):

@@ -10,7 +10,7 @@ the keys and a sort of the few tokens in its edge bins; under XLA from one
 
 import math
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists

@@ -6,7 +6,7 @@ is one new function here, taking the ids and the `selected` mask a
 selection (`keras_dynmask.kernels.selection`) made.
 """
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds

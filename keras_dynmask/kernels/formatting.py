@@ -1,6 +1,6 @@
 """Output formatting: labels, sample weights and keras-hub's targets."""
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import op_set
 

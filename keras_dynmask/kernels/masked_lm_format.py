@@ -8,7 +8,7 @@ masking layer's outputs.
 """
 
 import keras
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 KEYS = ("token_ids", "padding_mask", "segment_ids", "mask_positions")
 

@@ -28,7 +28,7 @@ with one gather per output slot, never a pass over every position.
 import collections
 
 import numpy as np
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists

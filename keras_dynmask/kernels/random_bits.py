@@ -11,8 +11,7 @@ selected): outcome `i` holds the values in `[thresholds[i-1], thresholds[i])`.
 import collections
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.python.ops import control_flow_util
+from keras_dynmask.lazy_tensorflow import tf
 
 # Largest relative error allowed between a configured probability and the
 # one a 16-bit threshold realises; beyond it the draw spends 32 bits.
@@ -167,6 +166,8 @@ def in_xla_context():
     no ragged intermediates.
     """
     graph = tf.compat.v1.get_default_graph()
+    from tensorflow.python.ops import control_flow_util
+
     return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
 
 

@@ -2,7 +2,7 @@
 lists them), such lists into a padded batch, and running counts along
 each row."""
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 
 def pad_rows(values, row_ids, nrows, width=None, default=0):
@@ -100,7 +100,7 @@ def pad_split_rows(values, row_splits, width, default=0):
 COUNT_BLOCK = 32
 
 
-def row_counts(flags, float_dtype=tf.float32):
+def row_counts(flags, float_dtype="float32"):
     """int32 `[B, T]`: the number of True flags at or before each position.
 
     `flags` may also hold small non-negative integers: their running sums.
@@ -118,4 +118,4 @@ def row_counts(flags, float_dtype=tf.float32):
     inner = tf.reshape(inner, [shape[0], padded // COUNT_BLOCK, COUNT_BLOCK])
     before = tf.cumsum(inner[:, :, -1], axis=1, exclusive=True)
     counts = tf.reshape(inner + before[:, :, None], [shape[0], padded])
-    return tf.cast(counts[:, : shape[1]], tf.int32 if float_dtype == tf.float32 else tf.int64)
+    return tf.cast(counts[:, : shape[1]], tf.int32 if tf.as_dtype(float_dtype) == tf.float32 else tf.int64)

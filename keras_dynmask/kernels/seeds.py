@@ -16,7 +16,7 @@ shape-`[2]` int64 seed, and every such seed comes from a function here:
   layer call (a call-time seed, else the layer's generator, else fresh).
 """
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
 from keras_dynmask.kernels import random_bits

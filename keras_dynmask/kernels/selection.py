@@ -8,7 +8,7 @@ shape; the layer then hands `selected` to a corruption
 here. No Python loop runs over tokens.
 """
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists

@@ -13,7 +13,7 @@ dropped ones.
 
 import sys
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import selection

@@ -20,14 +20,14 @@ which every word is selected whole or not at all: `bernoulli_words`,
 `keras_dynmask.kernels.budget_fill`.
 """
 
-import tensorflow as tf
+from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask.kernels import budget_fill
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import row_lists
 from keras_dynmask.kernels import seeds
 
-INT32_MAX = tf.int32.max
+INT32_MAX = 2**31 - 1
 
 
 # Word boundaries.

@@ -122,18 +122,25 @@ def test_config_round_trip(layer):
     )
 
 
-def test_first_import_is_safe():
-    """`import keras_dynmask` as a program's first import, on this backend."""
+def test_first_import_is_safe_and_light():
+    """`import keras_dynmask` as a program's first import, on this backend;
+    on JAX and PyTorch, masks and token masking without loading TensorFlow."""
     import subprocess
     import sys
 
     code = (
-        "import keras_dynmask, keras, numpy as np\n"
-        "print(keras.backend.backend(), "
-        "keras.ops.convert_to_numpy(keras_dynmask.PaddingMask()(np.array([[1, 0]]))).tolist())"
+        "import sys, keras_dynmask, keras, numpy as np\n"
+        "ids = keras.ops.convert_to_tensor(np.array([[5, 6, 0]], 'int32'))\n"
+        "mask = keras_dynmask.PaddingMask()(ids)\n"
+        "keras_dynmask.CausalMask()(ids, padding_mask=mask)\n"
+        "for mode in ('ids', 'fit', 'dict'):\n"
+        "    keras_dynmask.DynamicMLMMasking(10, 3, output_mode=mode, max_predictions=2)(ids)\n"
+        "print(keras.backend.backend(), keras.ops.convert_to_numpy(mask).tolist(), "
+        "'tensorflow' in sys.modules)"
     )
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == [keras.backend.backend(), "[[True,", "False]]"]
+    loads_tensorflow = "True" if BACKEND == "tensorflow" else "False"
+    assert result.stdout.split() == [BACKEND, "[[True,", "True,", "False]]", loads_tensorflow]
     assert keras_dynmask.PaddingMask is PaddingMask
