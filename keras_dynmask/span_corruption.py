@@ -61,8 +61,12 @@ class SpanCorruption(MaskingLayer):
             `mask_dataset`'s `epoch * N + index`).
         mean_noise_span_length: float >= 1.
         sentinel_ids: `None` or distinct ids, the sentinels in order. `None`:
-            `vocabulary_size - 1`, `vocabulary_size - 2`, ... (`num_sentinels`
-            of them, T5's extra ids).
+            the vocabulary's top ids, `vocabulary_size - 1`,
+            `vocabulary_size - 2`, ... (`num_sentinels` of them). T5's
+            released vocabulary (32128 ids) puts its 100 extra ids below 28
+            unused padding ids: `<extra_id_0>` is 32099, `<extra_id_k>` is
+            `32099 - k`; to train a released T5 checkpoint, pass
+            `sentinel_ids=SpanCorruption.T5_SENTINEL_IDS` (those 100 ids).
         num_sentinels: int >= 1, how many default sentinels (ignored when
             `sentinel_ids` is given).
         eos_id: `None` or int, appended to inputs and targets.
@@ -106,6 +110,11 @@ class SpanCorruption(MaskingLayer):
     """
 
     OUTPUT_KEYS = ("inputs", "targets")
+
+    # The sentinels of T5's released vocabulary (32000 SentencePiece pieces,
+    # the extra ids 32099 down to 32000, then 28 unused ids up to 32127):
+    # `<extra_id_0>` = 32099, `<extra_id_1>` = 32098, ..., `<extra_id_99>` = 32000.
+    T5_SENTINEL_IDS = tuple(range(32099, 31999, -1))
 
     def __init__(
         self,

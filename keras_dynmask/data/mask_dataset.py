@@ -61,7 +61,9 @@ def mask_dataset(
     `i` of epoch `e` is masked at the schedule's value for step `e * N + i`
     (`N` the dataset's length, which must be known): stateless, so the same
     run to run, on every tf.data service worker and whatever
-    `num_parallel_calls` is.
+    `num_parallel_calls` is. The returned dataset tells
+    `keras_dynmask.MaskRateLogger` where its next pass starts, so that the
+    logger shows the rates these steps had.
 
     Returns:
         The masked `tf.data.Dataset`.
