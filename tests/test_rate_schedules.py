@@ -302,7 +302,8 @@ def test_logger_logs_the_rate_the_trained_masks_were_drawn_with(setup):
 def test_logger_with_several_keyed_datasets_needs_the_training_one():
     masking = DynamicMLMMasking(VOCABULARY, 3, mask_rate=steep_decay(), output_mode="fit")
     model, training, _ = pipeline_for("mask_dataset", masking)
-    validation = mask_dataset(id_batches(8), masking, seed=4)  # noqa: F841 (alive)
+    validation = mask_dataset(id_batches(8), masking, seed=4)
+    assert set(rate_schedules.keyed_datasets(masking)) == {training, validation}
     model.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="dataset"):
         model.fit(training, verbose=0, callbacks=[rate_schedules.MaskRateLogger(masking)])
