@@ -43,7 +43,14 @@ class DenoiserMixture(SpanCorruption):
 
     Sentinels, eos, padding, lengths, seeds, the `training` default and the
     errors are those of `SpanCorruption`. Not training, every row passes
-    with no noise and no mode token, and `"denoiser"` is -1.
+    with no noise and no mode token, and `"denoiser"` is -1. A row of
+    padding only is left as `SpanCorruption` leaves it (nothing but the eos,
+    if any): it gets no mode token and `"denoiser"` -1.
+
+    A mixture has no single `noise_density` or `mean_noise_span_length`
+    (both `None`; `current_noise_density()` and `MaskRateLogger` refuse it);
+    `lengths_for(inputs_length)` sizes rows for every denoiser it may draw,
+    counting the mode token.
 
     Args:
         vocabulary_size: int >= 2.
@@ -51,8 +58,8 @@ class DenoiserMixture(SpanCorruption):
             `mode` one of `"R"`, `"X"`, `"S"` (the last two `None` for
             `"S"`). Default: UL2's R (3, 0.15), (8, 0.15); X (3, 0.5),
             (8, 0.5), (64, 0.15), (64, 0.5); and S.
-        rates: `None` (all equally likely) or one non-negative weight per
-            denoiser (normalised; their sum must be positive).
+        rates: `None` (all equally likely) or a list of one non-negative
+            weight per denoiser (normalised; their sum must be positive).
         mode_token_ids: `None` or the three ids put first for R, X and S.
             `None`: the three ids just below the sentinels.
         sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
@@ -65,7 +72,7 @@ class DenoiserMixture(SpanCorruption):
     Returns:
         A dict `{"inputs", "targets", "denoiser"}`: inputs and targets as for
         `SpanCorruption`, and `"denoiser"`, int32 `[B]` (`[]` for `[T]`
-        input), the index in `denoisers` each example drew.
+        input), the index in `denoisers` each example drew (-1 for none).
 
     Example:
 
@@ -107,6 +114,13 @@ class DenoiserMixture(SpanCorruption):
         if rates is None:
             weights = [1.0] * len(self.denoisers)
         else:
+            if isinstance(rates, np.ndarray):
+                rates = rates.tolist() if rates.ndim == 1 else rates
+            if not isinstance(rates, (list, tuple)):
+                raise ValueError(
+                    "`rates` must be None or a list of non-negative weights, one per "
+                    f"denoiser ({len(self.denoisers)} denoisers). Received: rates={rates!r}"
+                )
             weights = [
                 validation.as_float(f"rates[{i}]", r, 0) for i, r in enumerate(rates)
             ]
@@ -117,6 +131,11 @@ class DenoiserMixture(SpanCorruption):
                     f"positive sum ({len(self.denoisers)} denoisers). Received: rates={rates!r}"
                 )
         self.rates = [w / sum(weights) for w in weights]
+        # A mixture has no single density or span length (see `denoisers`)
+        # and no schedule.
+        self._noise_density = None
+        self.mean_noise_span_length = None
+        self._noise_steps = None
         self._configure_common(
             sentinel_ids, num_sentinels, eos_id, pad_token_id, inputs_length,
             targets_length, seed,
@@ -204,6 +223,59 @@ class DenoiserMixture(SpanCorruption):
             checked.append((mode, mean, density))
         return checked
 
+    def current_noise_density(self):
+        """Refused: each example draws its own density (see `denoisers`)."""
+        raise ValueError(
+            "A DenoiserMixture has no single noise density: each example draws "
+            "one of its `denoisers` (mode, mean_noise_span_length, noise_density) "
+            f"with `rates`. Received: denoisers={self.denoisers!r}"
+        )
+
+    def lengths_for(self, inputs_length):
+        """Raw and target lengths for a wanted `inputs_length`, whatever denoiser a row draws.
+
+        Counts the mode token and the eos. An R- or X-row of `n` tokens
+        holds in its inputs the non-noise tokens and one sentinel per span;
+        an S-row at most `n - 1` tokens (the prefix), its targets the rest.
+        Denoisers with rate 0 are never drawn and not counted.
+
+        Args:
+            inputs_length: int >= 1, the wanted length of the inputs.
+
+        Returns:
+            A `SpanLengths(tokens_length, targets_length)`: the most real
+            tokens a row may hold for its inputs to fit with any denoiser
+            (cut rows of raw text to this), and the longest targets such a
+            row may get (an S-row's targets are long: up to `n - 1` tokens).
+        """
+        inputs_length = validation.as_int("inputs_length", inputs_length, 1)
+        eos = int(self.eos_id is not None)
+        drawn = [d for d, rate in zip(self.denoisers, self.rates) if rate > 0]
+        spans = [(density, mean) for mode, mean, density in drawn if mode != "S"]
+        tokens = [
+            noise_spans.lengths_for_inputs_length(
+                inputs_length, density, mean, extra_inputs_tokens=1 + eos,
+                max_spans=self.num_sentinels, extra_targets_tokens=eos,
+            ).tokens_length
+            for density, mean in spans
+        ]
+        with_prefix_lm = len(spans) < len(drawn)
+        if with_prefix_lm:
+            # Inputs: mode token, a prefix of n - 1 tokens (all of a row of
+            # one), eos.
+            fits = inputs_length - eos
+            tokens.append(fits if fits >= 2 else 0)
+        tokens_length = min(tokens)
+        targets = [
+            noise_spans.corrupted_lengths(
+                tokens_length, density, mean, 1 + eos, eos, self.num_sentinels
+            )[1]
+            for density, mean in spans
+        ]
+        if with_prefix_lm:
+            targets.append(max(tokens_length - 1, 0) + eos)
+        return noise_spans.SpanLengths(tokens_length, max(max(targets), 1))
+
     # The per-row plan SpanCorruption's kernels follow.
 
     def _count_bounds(self, width):
@@ -240,10 +312,13 @@ class DenoiserMixture(SpanCorruption):
             num_spans = tf.where(prefix_lm, tf.minimum(split_noise, 1), num_spans)
         modes = [MODES.index(mode) for mode, _, _ in self.denoisers]
         first_ids = tf.gather(tf.gather(self.mode_token_ids, modes), denoiser)
+        # A row of padding only is left as SpanCorruption leaves it: no
+        # denoiser (-1), no mode token (a negative first id).
+        has_tokens = lengths > 0
         return RowPlan(
             num_noise,
             num_spans,
             tf.logical_not(prefix_lm),
-            first_ids,
-            {"denoiser": denoiser},
+            tf.where(has_tokens, first_ids, -1),
+            {"denoiser": tf.where(has_tokens, denoiser, -1)},
         )

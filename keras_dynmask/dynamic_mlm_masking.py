@@ -22,6 +22,7 @@ from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import cast_float_ids_in_models
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
+from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
 
 OUTPUT_MODES = ("ids", "fit", "dict", "masked_lm")
@@ -44,6 +45,9 @@ class DynamicMLMMasking(MaskingLayer):
     `training=False`. Under XLA (`jit_compile=True`) every mode keeps its
     statistics; XLA drops the id-range check, so there an id outside
     `[0, vocabulary_size)` is never selected, changed or counted eligible.
+    Under XLA ragged ids are taken only by token-level Bernoulli selection
+    without `max_predictions`; otherwise pad them first (a `ValueError`
+    says so).
 
     Randomness: unseeded, every call, epoch, tf.data service worker and
     replica draws fresh masks (seeds from the operating system), also after
@@ -275,6 +279,7 @@ class DynamicMLMMasking(MaskingLayer):
 
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
+        rest = passed_through_specs(rest)
 
         ragged = bool(getattr(token_ids, "ragged", False))
 
@@ -388,6 +393,10 @@ class DynamicMLMMasking(MaskingLayer):
 
     def _check_token_ids(self, token_ids):
         validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
+        if self._per_sequence:  # ragged rows are padded into a batch: not under XLA
+            validation.refuse_ragged_under_xla(
+                "DynamicMLMMasking", "token_ids", token_ids, random_bits.in_xla_context()
+            )
         if self.output_mode == "dict":  # labels take the ids' dtype
             validation.fits_dtype("ignore_index", self.ignore_index, token_ids, "labels")
         with tf.control_dependencies(validation.rank_checks("DynamicMLMMasking", "token_ids", token_ids, (1, 2))):

@@ -117,6 +117,25 @@ def split_token_ids(owner, inputs, output_keys=()):
     return to_tensor(inputs), None
 
 
+def passed_through_specs(rest):
+    """A dict input's other entries as new `KerasTensor`s (`compute_output_spec`).
+
+    Keras records every output of a layer as made by that layer; returning
+    an input `KerasTensor` itself would overwrite its history, and a
+    functional model could no longer reach it from its inputs. Fresh
+    tensors of the same shape and kind are connected as the layer's
+    outputs instead. `None` and non-symbolic entries pass as they are.
+    """
+    if rest is None:
+        return None
+    return {
+        key: keras.KerasTensor(value.shape, value.dtype, sparse=value.sparse, ragged=value.ragged)
+        if is_symbolic(value)
+        else value
+        for key, value in rest.items()
+    }
+
+
 class MaskingLayer(keras.layers.Layer):
     """Base for layers that compute masks from token ids or their shapes.
 

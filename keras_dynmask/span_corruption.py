@@ -15,6 +15,7 @@ from keras_dynmask.kernels import sentinels as sentinel_kernels
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
+from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
 
 # How each row is corrupted: its counts, and for mixtures of denoisers which
@@ -42,7 +43,9 @@ class SpanCorruption(MaskingLayer):
 
     A token equal to a sentinel id, or outside `[0, vocabulary_size)`, is an
     error (a `ValueError` eagerly, a failed assertion in a graph). Under XLA
-    the assertion is dropped: such a token then passes like any other.
+    the assertion is dropped: such a token then passes like any other. XLA
+    also needs fixed `inputs_length` and `targets_length` and dense ids (pad
+    ragged ones first); anything else is a `ValueError` saying so.
 
     Like `DynamicMLMMasking`, the layer runs in `tf.data`, inside a model
     (where it corrupts only when Keras trains; otherwise every row passes
@@ -59,8 +62,12 @@ class SpanCorruption(MaskingLayer):
             `mask_dataset`'s `epoch * N + index`).
         mean_noise_span_length: float >= 1.
         sentinel_ids: `None` or distinct ids, the sentinels in order. `None`:
-            `vocabulary_size - 1`, `vocabulary_size - 2`, ... (`num_sentinels`
-            of them, T5's extra ids).
+            the vocabulary's top ids, `vocabulary_size - 1`,
+            `vocabulary_size - 2`, ... (`num_sentinels` of them). T5's
+            released vocabulary (32128 ids) puts its 100 extra ids below 28
+            unused padding ids: `<extra_id_0>` is 32099, `<extra_id_k>` is
+            `32099 - k`; to train a released T5 checkpoint, pass
+            `sentinel_ids=SpanCorruption.T5_SENTINEL_IDS` (those 100 ids).
         num_sentinels: int >= 1, how many default sentinels (ignored when
             `sentinel_ids` is given).
         eos_id: `None` or int, appended to inputs and targets.
@@ -104,6 +111,11 @@ class SpanCorruption(MaskingLayer):
     """
 
     OUTPUT_KEYS = ("inputs", "targets")
+
+    # The sentinels of T5's released vocabulary (32000 SentencePiece pieces,
+    # the extra ids 32099 down to 32000, then 28 unused ids up to 32127):
+    # `<extra_id_0>` = 32099, `<extra_id_1>` = 32098, ..., `<extra_id_99>` = 32000.
+    T5_SENTINEL_IDS = tuple(range(32099, 31999, -1))
 
     def __init__(
         self,
@@ -278,7 +290,13 @@ class SpanCorruption(MaskingLayer):
         step: "int | tf.Tensor | None" = None,
     ) -> dict:
         token_ids, rest = self._split_inputs(inputs)
-        validation.check_integer_ids(type(self).__name__, "token_ids", token_ids, (1, 2))
+        name = type(self).__name__
+        validation.check_integer_ids(name, "token_ids", token_ids, (1, 2))
+        validation.refuse_ragged_under_xla(name, "token_ids", token_ids, random_bits.in_xla_context())
+        checks = validation.rank_checks(name, "token_ids", token_ids, (1, 2))
+        if checks:  # a rank known only at run time
+            with tf.control_dependencies(checks):
+                token_ids = tf.identity(token_ids)
         if random_bits.in_xla_context() and None in (self.inputs_length, self.targets_length):
             raise ValueError(
                 f"{type(self).__name__} under XLA (`jit_compile=True`, Keras' default on a "
@@ -300,6 +318,7 @@ class SpanCorruption(MaskingLayer):
 
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
+        rest = passed_through_specs(rest)
         batch = tuple(token_ids.shape[:-1])
         ragged = validation.is_ragged(token_ids)
         outputs = {}
@@ -389,7 +408,8 @@ class SpanCorruption(MaskingLayer):
 
     def _outputs(self, token_ids, seed, step=None):
         """The output dict; `seed=None` corrupts nothing."""
-        rank_one = validation.static_rank(token_ids) == 1
+        rank = validation.static_rank(token_ids)
+        rank_one = rank == 1
         ragged = isinstance(token_ids, tf.RaggedTensor)
         if ragged:
             fill = self.pad_token_id if self.pad_token_id is not None else 0
@@ -399,6 +419,9 @@ class SpanCorruption(MaskingLayer):
                 lengths = tf.minimum(
                     lengths, sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
                 )
+        elif rank is None:  # `[T]` or `[B, T]`, known at run time (checked)
+            dense = tf.reshape(token_ids, [-1, tf.shape(token_ids)[-1]])
+            lengths = sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
         else:
             dense = token_ids[None, :] if rank_one else token_ids
             lengths = sentinel_kernels.trailing_lengths(dense, self.pad_token_id)
@@ -446,6 +469,13 @@ class SpanCorruption(MaskingLayer):
         if rank_one:
             outputs = {key: value[0] for key, value in outputs.items()}
             extras = {key: value[0] for key, value in plan.extras.items()}
+        elif rank is None and not ragged:  # back to the input's rank
+            batch_shape = tf.shape(token_ids)[:-1]
+            outputs = {
+                key: tf.reshape(value, tf.concat([batch_shape, [-1]], 0))
+                for key, value in outputs.items()
+            }
+            extras = {key: tf.reshape(value, batch_shape) for key, value in plan.extras.items()}
         else:
             extras = dict(plan.extras)
         return {**outputs, **extras}

@@ -372,16 +372,50 @@ def backend_call_seed(seed):
 
 
 def call_step(step):
-    """A call-time schedule `step` as an int64 scalar tensor, checked."""
+    """A call-time schedule `step` as an int64 scalar tensor, checked.
+
+    The step counts the batches masked before, so it is at least 0: a
+    negative one is a `ValueError` (eagerly; in a graph a failed assertion,
+    and under XLA, which drops assertions, it counts as 0) rather than a
+    schedule evaluated before its start.
+    """
     if isinstance(step, bool) or not (is_integer(step) or tf.is_tensor(step)):
         raise ValueError(
             f"A call-time `step` must be an integer scalar. Received: step={step!r}"
         )
-    if tf.is_tensor(step):
-        if not step.dtype.is_integer or (step.shape.rank not in (None, 0)):
+    if not tf.is_tensor(step):
+        if _plain(step) < 0:
             raise ValueError(
-                "A call-time `step` must be an integer scalar. Received: step "
-                f"of dtype {step.dtype.name} and shape {shape_text(step)}"
+                "A call-time `step` must be >= 0 (the number of batches masked "
+                f"before). Received: step={step!r}"
             )
-        return tf.cast(step, tf.int64)
-    return tf.constant(int(_plain(step)), tf.int64)
+        return tf.constant(int(_plain(step)), tf.int64)
+    if not step.dtype.is_integer or (step.shape.rank not in (None, 0)):
+        raise ValueError(
+            "A call-time `step` must be an integer scalar. Received: step "
+            f"of dtype {step.dtype.name} and shape {shape_text(step)}"
+        )
+    step = tf.cast(step, tf.int64)
+    checks = require(
+        step >= 0,
+        "A call-time `step` must be >= 0 (the number of batches masked before)",
+        step=step,
+    )
+    with tf.control_dependencies(checks):
+        return tf.maximum(step, 0)
+
+
+def refuse_ragged_under_xla(owner, name, tensor, in_xla):
+    """`ValueError` for a ragged `tensor` when compiling with XLA (`in_xla`).
+
+    XLA has no kernels for ragged tensors' conversions; the message says to
+    pad the input first.
+    """
+    if in_xla and is_ragged(tensor):
+        raise ValueError(
+            f"{owner} under XLA (`jit_compile=True`, Keras' default on a GPU) "
+            f"needs dense {name}: XLA cannot convert a tf.RaggedTensor. Pad it "
+            f"first (e.g. `{name}.to_tensor()`, padding with the layer's "
+            f"pad_token_id) or run without XLA. Received: ragged {name} of shape "
+            f"{shape_text(tensor)}"
+        )

@@ -2,13 +2,16 @@
 
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_dynmask import CausalMask
+from keras_dynmask import DenoiserMixture
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
+from keras_dynmask import SpanCorruption
 from keras_dynmask.data import mask_dataset
 from keras_dynmask.kernels import selection
 from mlm_reference import expected_exact_count
@@ -64,6 +67,64 @@ def test_unknown_static_rank_masks_rank_one_and_refuses_rank_three(kwargs):
         assert int(tf.reduce_sum(tf.cast(out[0] != IDS[1], tf.int32))) <= 3
     with pytest.raises(tf.errors.InvalidArgumentError, match="rank 1 or 2"):
         run(np.full([2, 2, 8], 10, np.int32))
+
+
+@pytest.mark.parametrize("mixture", [False, True])
+def test_span_layers_under_unknown_static_rank_match_the_known_rank(mixture):
+    if mixture:
+        layer = DenoiserMixture(100, num_sentinels=10, eos_id=1)
+    else:
+        layer = SpanCorruption(100, num_sentinels=10, eos_id=1, noise_density=0.3)
+    seed = tf.constant([4, 5])
+    run = unknown_rank(lambda x: layer(x, seed=seed))
+    for ids in (IDS[1], IDS):
+        got, known = run(ids), layer(ids, seed=seed)
+        assert sorted(got) == sorted(known)
+        for key in known:
+            assert got[key].shape == known[key].shape, key
+            np.testing.assert_array_equal(got[key], known[key])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="needs token_ids of rank 1 or 2"):
+        run(np.full([2, 2, 8], 10, np.int32))
+
+
+@pytest.mark.parametrize("layer", [
+    SpanCorruption(100, num_sentinels=10, inputs_length=12, targets_length=8),
+    DenoiserMixture(100, num_sentinels=10, inputs_length=12, targets_length=8),
+    DynamicMLMMasking(100, 3, granularity="word", word_starts=[True] * 100),
+    DynamicMLMMasking(100, 3, selection="exact"),
+])
+def test_ragged_ids_under_xla_are_refused_saying_to_pad_them(layer):
+    compiled = tf.function(lambda x: layer(x, training=True), jit_compile=True)
+    ragged = tf.ragged.constant([[5, 6, 7, 8], [9, 10]])
+    with pytest.raises(ValueError, match="needs dense token_ids.*[Pp]ad it first.*ragged token_ids"):
+        compiled(ragged)
+    # Padded, the same ids run.
+    out = tf.nest.flatten(compiled(ragged.to_tensor()))
+    assert out[0].shape[0] == 2
+
+
+def test_dict_entries_passed_through_stay_connected_in_functional_models():
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    word_ids = keras.Input((None,), dtype="int32", name="word_ids")
+    inputs = {"token_ids": token_ids, "word_ids": word_ids}
+    masking = DynamicMLMMasking(50, 3, granularity="word", mask_rate=0.5, output_mode="dict")
+    out = masking(inputs)
+    model = keras.Model(inputs, {"mask": out["mask"], "word_ids": out["word_ids"]})
+    ids = np.arange(5, 29, dtype=np.int32).reshape(2, 12)
+    words = np.tile(np.arange(12, dtype=np.int32) // 3, (2, 1))  # words of three pieces
+    got = model({"token_ids": ids, "word_ids": words}, training=True)
+    np.testing.assert_array_equal(got["word_ids"], words)
+    mask = got["mask"].numpy().reshape(2, 4, 3)  # whole words: all pieces or none
+    assert np.all(mask.all(axis=2) == mask.any(axis=2)) and mask.any()
+    ids_only = keras.Model(inputs, masking(inputs)["token_ids"])
+    assert ids_only({"token_ids": ids, "word_ids": words}).shape == (2, 12)
+
+    segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
+    spans = SpanCorruption(100, num_sentinels=10)({"token_ids": token_ids, "segment_ids": segment_ids})
+    model = keras.Model([token_ids, segment_ids], [spans["inputs"], spans["segment_ids"]])
+    corrupted, segments = model([ids, words], training=True)
+    np.testing.assert_array_equal(segments, words)
+    assert corrupted.shape[0] == 2 and np.isin(corrupted.numpy(), np.arange(90, 100)).any()
 
 
 def test_unknown_rank_exact_counts_equal_the_known_rank_ones():

@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 from keras_dynmask import DenoiserMixture
+from keras_dynmask import MaskRateLogger
+from keras_dynmask import SpanCorruption
 from keras_dynmask.data import mask_dataset
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -48,9 +50,12 @@ def check_examples(layer, out, ids, lengths):
     chosen = out["denoiser"].numpy()
     inputs, targets = out["inputs"].numpy(), out["targets"].numpy()
     for row, n in enumerate(lengths):
-        mode, mean, density = layer.denoisers[chosen[row]]
         got_inputs = strip(inputs[row], eos_id=EOS)
         got_targets = strip(targets[row], eos_id=EOS)
+        if n == 0:  # padding only: no denoiser, no mode token, just the eos
+            assert chosen[row] == -1 and got_inputs == got_targets == []
+            continue
+        mode, mean, density = layer.denoisers[chosen[row]]
         assert got_inputs[0] == layer.mode_token_ids["RXS".index(mode)]
         got_inputs = got_inputs[1:]
         original = ids[row][:n].tolist()
@@ -84,7 +89,7 @@ def test_every_example_is_well_formed_for_its_denoiser():
     layer = make_layer()
     for seed in range(3):
         chosen = check_examples(layer, layer(ids, seed=tf.constant([seed, 0])), ids, lengths)
-        assert set(chosen) == set(range(7))
+        assert set(chosen) == set(range(7)) | {-1}
 
 
 @pytest.mark.parametrize("rates", [None, [1, 2, 3, 0, 4, 0.5, 2]])
@@ -115,7 +120,8 @@ def test_custom_denoisers_mode_tokens_and_fixed_lengths():
     out = layer(ids, seed=tf.constant([1, 5]))
     assert out["inputs"].shape == (64, 90) and out["targets"].shape == (64, 80)
     chosen = check_examples(layer, out, ids, lengths)
-    assert set(out["inputs"].numpy()[:, 0]) <= {6, 7} and set(chosen) == {0, 1}
+    real = lengths > 0
+    assert set(out["inputs"].numpy()[real, 0]) <= {6, 7} and set(chosen[real]) == {0, 1}
 
 
 def test_s_denoiser_split_points_are_uniform():
@@ -160,6 +166,8 @@ def test_ragged_rank_one_dict_and_not_training():
         (dict(denoisers=[("R", 3)]), "denoisers[0]=('R', 3)"),
         (dict(denoisers=[("R", 3, 0.15), ("S", 3, 0.1)]), "denoisers[1]=('S', 3, 0.1)"),
         (dict(rates=[1, 2]), "rates=[1, 2]"),
+        (dict(rates=5), "rates=5"),
+        (dict(rates="1111111"), "rates='1111111'"),
         (dict(rates=[0] * 7), "rates=[0, 0, 0, 0, 0, 0, 0]"),
         (dict(rates=[-1] + [1] * 6), "rates[0]=-1"),
         (dict(mode_token_ids=[5, 6]), "mode_token_ids=[5, 6]"),
@@ -196,3 +204,75 @@ def test_runs_under_xla_with_fixed_lengths():
     out = compiled(tf.constant(ids), tf.constant([3, 8]))
     assert out["inputs"].shape == (100, 90)
     check_examples(layer, out, ids, lengths)
+
+
+def test_rows_of_padding_only_are_left_as_span_corruption_leaves_them():
+    ids = np.zeros([4, 12], np.int32)
+    ids[1, :5] = np.arange(10, 15)
+    seed = tf.constant([5, 6])
+    for eos_id in (EOS, None):
+        for fixed in ({}, {"inputs_length": 14, "targets_length": 12}):
+            mixture = make_layer(eos_id=eos_id, **fixed)
+            spans = SpanCorruption(VOCAB, num_sentinels=NUM_SENTINELS, eos_id=eos_id, **fixed)
+            empty = tf.constant(ids[[0, 2, 3]])
+            calls = [lambda layer, x: layer(x, seed=seed)]
+            if fixed and eos_id is not None:  # and under XLA
+                calls.append(tf.function(lambda layer, x: layer(x, seed=seed), jit_compile=True))
+            for call in calls:
+                mixed, plain = call(mixture, empty), call(spans, empty)
+                for key in ("inputs", "targets"):
+                    np.testing.assert_array_equal(mixed[key], plain[key])
+                assert mixed["denoiser"].numpy().tolist() == [-1, -1, -1]
+            out = mixture(tf.constant(ids), seed=seed)
+            assert out["denoiser"].numpy()[[0, 2, 3]].tolist() == [-1, -1, -1]
+            assert 0 <= int(out["denoiser"][1]) < 7
+            assert int(out["inputs"][1, 0]) in MODE_IDS
+            row = out["inputs"].numpy()[0].tolist()
+            assert row == ([] if eos_id is None else [eos_id]) + [0] * (len(row) - (eos_id is not None))
+
+
+def test_span_api_of_a_mixture_answers_or_names_the_denoisers():
+    layer = make_layer()
+    assert layer.noise_density is None and layer.mean_noise_span_length is None
+    assert layer.schedule_step is None
+    with pytest.raises(ValueError, match="denoisers"):
+        layer.current_noise_density()
+    with pytest.raises(ValueError, match="denoisers"):
+        MaskRateLogger(layer)
+
+
+@pytest.mark.parametrize(
+    "denoisers, rates, eos_id",
+    [
+        (None, None, EOS),
+        ([["R", 3.0, 0.15], ["X", 8.0, 0.5]], None, EOS),
+        ([["R", 3.0, 0.15], ["X", 3.0, 0.5]], None, None),
+        ([["R", 3.0, 0.15], ["S", None, None]], [1, 0], EOS),  # S never drawn
+    ],
+)
+def test_lengths_for_fits_every_denoiser_and_counts_the_mode_token(denoisers, rates, eos_id):
+    wanted = 40
+    config = {"eos_id": eos_id, "rates": rates}
+    if denoisers is not None:
+        config["denoisers"] = denoisers
+    layer = make_layer(**config)
+    tokens, targets = layer.lengths_for(wanted)
+    drawn = [d for d, r in zip(layer.denoisers, layer.rates) if r > 0]
+    rows = 3000
+    longest = {}
+    for extra in (0, 1):  # rows of `tokens` tokens fit, one more does not
+        n = tokens + extra
+        ids = np.tile(np.arange(2, 2 + n, dtype=np.int32), (rows, 1))
+        for denoiser in drawn:
+            single = make_layer(eos_id=eos_id, denoisers=[denoiser])
+            out = single(ids, seed=tf.constant([n, 1]))
+            inputs_lengths = [len(strip(r, eos_id=eos_id)) + (eos_id is not None) for r in out["inputs"].numpy()]
+            targets_lengths = [len(strip(r, eos_id=eos_id)) + (eos_id is not None) for r in out["targets"].numpy()]
+            longest[extra, tuple(denoiser)] = (max(inputs_lengths), max(targets_lengths))
+    assert all(longest[0, tuple(d)][0] <= wanted for d in drawn), longest
+    assert any(longest[1, tuple(d)][0] > wanted for d in drawn), longest
+    assert max(longest[0, tuple(d)][1] for d in drawn) == targets
+    if drawn == layer.denoisers[:1]:
+        # One R-denoiser: SpanCorruption's answer, plus the mode token.
+        alone = SpanCorruption(VOCAB, 0.15, 3.0, num_sentinels=NUM_SENTINELS, eos_id=eos_id)
+        assert tokens == alone.lengths_for(wanted - 1).tokens_length

@@ -19,6 +19,7 @@ from keras_dynmask import MaskedLMModel
 from keras_dynmask import rate_schedules
 from keras_dynmask.data import mask_dataset
 from keras_dynmask.data import masking_pipeline
+from distribution_bounds import normal_upper_quantile
 
 VOCABULARY = 1000
 BATCH, LENGTH = 32, 128
@@ -170,8 +171,10 @@ def test_in_a_model_only_training_steps_advance_and_keras_file_restores(tmp_path
         callbacks=[rate_schedules.MaskRateLogger(masking)],
     )
     assert int(masking.schedule_step.numpy()) == 8  # 2 epochs x 4 steps
+    # Each epoch logs the mean rate its four batches were masked with.
     assert history.history["mask_rate"] == pytest.approx(
-        [expected_rate(4), expected_rate(8)], abs=1e-6
+        [np.mean([expected_rate(s) for s in steps]) for steps in (range(4), range(4, 8))],
+        abs=1e-6,
     )
     model.evaluate(data, verbose=0)
     model.predict(data, verbose=0)
@@ -196,3 +199,139 @@ def test_schedule_under_xla_follows_the_rate():
 def test_rate_logger_needs_a_rate():
     with pytest.raises(ValueError, match="current_mask_rate"):
         rate_schedules.MaskRateLogger(object())
+
+
+# The logged rate against the realised one, in every documented set-up. A
+# steep schedule (0.0875 a step, 8 standard deviations of a batch's share)
+# tells a rate one step off from the right one.
+STEEP_STEPS, LOGGED_BATCH, LOGGED_EPOCHS, LOGGED_BATCHES = 8, (32, 64), 3, 6
+
+
+def steep_decay():
+    return keras.optimizers.schedules.PolynomialDecay(0.8, STEEP_STEPS, 0.1)
+
+
+class RealisedRate(keras.Model):
+    """Trains nothing; reports the share of tokens each batch selected.
+
+    With a `masking` layer it masks inside the train step (in the model),
+    else it takes `(x, y, sample_weight)` batches masked by the pipeline.
+    """
+
+    def __init__(self, masking=None):
+        super().__init__()
+        self.masking = masking
+        self.unused = keras.layers.Dense(1)
+
+    def call(self, x, training=None):
+        return x
+
+    def train_step(self, data):
+        if self.masking is not None:
+            data = self.masking(data, training=True)
+        _, _, weights = data
+        return {"realised": tf.reduce_mean(tf.cast(weights, tf.float32))}
+
+
+class LogRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches, self.epochs = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append((float(logs["realised"]), float(logs["mask_rate"])))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(float(logs["mask_rate"]))
+
+
+def id_batches(seed=7):
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(5, VOCABULARY, (LOGGED_BATCHES * LOGGED_BATCH[0], LOGGED_BATCH[1]))
+    return tf.data.Dataset.from_tensor_slices(rows.astype("int32")).batch(LOGGED_BATCH[0])
+
+
+def steep_rate(step):
+    return 0.8 + (0.1 - 0.8) * min(step, STEEP_STEPS) / STEEP_STEPS
+
+
+def pipeline_for(setup, masking):
+    """`(model, dataset, fit arguments)` for one documented set-up."""
+    batches = id_batches()
+    if setup == "in model":
+        return RealisedRate(masking), batches, {}
+    if setup == "map":
+        return RealisedRate(), batches.map(masking), {}
+    if setup == "map, prefetched":  # masks run ahead of training
+        return RealisedRate(), batches.map(masking).prefetch(3), {}
+    if setup == "mask_dataset":
+        return RealisedRate(), mask_dataset(batches, masking, seed=3), {}
+    masked = mask_dataset(batches, masking, seed=3, num_epochs=LOGGED_EPOCHS)
+    return RealisedRate(), masked, {"steps_per_epoch": LOGGED_BATCHES}
+
+
+@pytest.mark.parametrize(
+    "setup", ["in model", "map", "map, prefetched", "mask_dataset", "mask_dataset, num_epochs"]
+)
+def test_logger_logs_the_rate_the_trained_masks_were_drawn_with(setup):
+    masking = DynamicMLMMasking(VOCABULARY, 3, mask_rate=steep_decay(), output_mode="fit")
+    model, dataset, fit_arguments = pipeline_for(setup, masking)
+    model.compile(optimizer="sgd")
+    recorder = LogRecorder()
+    model.fit(
+        dataset, epochs=LOGGED_EPOCHS, verbose=0,
+        callbacks=[rate_schedules.MaskRateLogger(masking), recorder], **fit_arguments,
+    )
+    realised, logged = np.array(recorder.batches).T
+    assert len(realised) == LOGGED_EPOCHS * LOGGED_BATCHES
+    # Each batch within binomial bounds of the rate logged for it (one
+    # family-wise error rate of 1e-6 over all of them).
+    tokens = LOGGED_BATCH[0] * LOGGED_BATCH[1]
+    z = normal_upper_quantile(1e-6 / (2 * len(realised)))
+    spread = z * np.sqrt(logged * (1 - logged) / tokens)
+    assert np.all(np.abs(realised - logged) <= spread), np.c_[realised, logged]
+    # The logged rates are the schedule's at consecutive steps (from where
+    # the set-up starts counting).
+    runs = [[steep_rate(start + k) for k in range(len(logged))] for start in range(40)]
+    assert any(np.allclose(logged, run, atol=1e-6) for run in runs), logged
+    # Each epoch logs the mean of its batches' rates.
+    per_epoch = logged.reshape(LOGGED_EPOCHS, LOGGED_BATCHES).mean(axis=1)
+    np.testing.assert_allclose(recorder.epochs, per_epoch, atol=1e-6)
+
+
+def test_logger_with_several_keyed_datasets_needs_the_training_one():
+    masking = DynamicMLMMasking(VOCABULARY, 3, mask_rate=steep_decay(), output_mode="fit")
+    model, training, _ = pipeline_for("mask_dataset", masking)
+    validation = mask_dataset(id_batches(8), masking, seed=4)
+    assert set(rate_schedules.keyed_datasets(masking)) == {training, validation}
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="dataset"):
+        model.fit(training, verbose=0, callbacks=[rate_schedules.MaskRateLogger(masking)])
+    recorder = LogRecorder()
+    logger = rate_schedules.MaskRateLogger(masking, dataset=training)
+    model.fit(training, epochs=2, verbose=0, callbacks=[logger, recorder])
+    realised, logged = np.array(recorder.batches).T
+    tokens = LOGGED_BATCH[0] * LOGGED_BATCH[1]
+    z = normal_upper_quantile(1e-6 / (2 * len(realised)))
+    assert np.all(np.abs(realised - logged) <= z * np.sqrt(logged * (1 - logged) / tokens))
+    with pytest.raises(ValueError, match="dataset"):
+        rate_schedules.MaskRateLogger(masking, dataset=training.take(2))
+
+
+def test_negative_step_is_refused_not_extrapolated():
+    # PolynomialDecay(0.3, 10, 0.15) at step -100 is 1.8, clipped to 1:
+    # every token would be selected.
+    schedule = keras.optimizers.schedules.PolynomialDecay(0.3, 10, 0.15)
+    layer = DynamicMLMMasking(VOCABULARY, 3, mask_rate=schedule, selection="exact", output_mode="fit")
+    row = tf.fill([1, 40], 7)
+    with pytest.raises(ValueError, match="step=-100"):
+        layer(row, step=-100)
+    with pytest.raises(ValueError, match="step=.*-100"):
+        layer(row, step=tf.constant(-100))
+    in_graph = tf.function(lambda ids, step: layer(ids, step=step)[2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step"):
+        in_graph(row, tf.constant(-100, tf.int64))
+    # Under XLA, which drops assertions, a negative step counts as step 0.
+    compiled = tf.function(lambda ids, step: layer(ids, step=step, training=True)[2], jit_compile=True)
+    assert float(tf.reduce_sum(compiled(row, tf.constant(-100, tf.int64)))) == 12  # round(0.3 * 40)
+    assert float(tf.reduce_sum(layer(row, step=0)[2])) == 12

@@ -99,6 +99,24 @@ def test_config_round_trips_and_numpy_scalars_are_plain():
         np.testing.assert_array_equal(layer(ids, seed=seed)[key], clone(ids, seed=seed)[key])
 
 
+def test_t5_sentinel_ids_are_the_released_vocabularys_extra_ids():
+    ids = SpanCorruption.T5_SENTINEL_IDS
+    # <extra_id_k> = 32099 - k for k = 0 .. 99: just below the 28 unused ids.
+    assert len(ids) == 100 and ids[0] == 32099 and ids[99] == 32000
+    assert all(ids[k] == 32099 - k for k in range(100))
+    assert 32128 - 1 - ids[0] == 28
+    layer = SpanCorruption(vocabulary_size=32128, eos_id=1, sentinel_ids=ids, noise_density=0.3)
+    assert layer.lengths_for(512) == SpanCorruption(32128, 0.3, eos_id=1).lengths_for(512)
+    row = tf.range(10, 70)[None, :]
+    out = layer(row, seed=tf.constant([1, 2]))
+    inputs, targets = strip(out["inputs"][0], eos_id=1), strip(out["targets"][0], eos_id=1)
+    assert targets[0] == 32099 and [t for t in inputs if t >= 32000] == [t for t in targets if t >= 32000]
+    assert restore(inputs, targets, list(ids)) == list(range(10, 70))
+    assert SpanCorruption.from_config(layer.get_config()).sentinel_ids == list(ids)
+    with pytest.raises(ValueError, match="sentinel id"):
+        layer(tf.constant([[5, 32050, 7]]))  # an extra id among the tokens
+
+
 def test_default_sentinels_are_the_top_ids_and_noise_density_is_a_property():
     layer = SpanCorruption(vocabulary_size=32128, eos_id=1)
     assert layer.sentinel_ids[:2] == [32127, 32126] and len(layer.sentinel_ids) == 100
@@ -404,11 +422,8 @@ def test_rows_of_width_zero_give_just_the_eos(lengths, shape, training):
         for key in ("inputs", "targets"):
             rows = np.reshape(out[key].numpy(), (-1, out[key].shape[-1]))
             assert rows.shape[0] == (shape[0] if len(shape) == 2 else 1)
-            for row in rows:
-                got = strip(row, eos_id=EOS)
-                if key == "inputs" and isinstance(layer, DenoiserMixture):
-                    got = got[1:]  # the mode token
-                assert got == [], (key, row)
+            for row in rows:  # no tokens: no mode token either, just the eos
+                assert strip(row, eos_id=EOS) == [], (key, row)
 
 
 @pytest.mark.parametrize("mixture", [False, True])

@@ -102,3 +102,18 @@ def test_config_round_trip_logger_and_lengths_for():
     assert logs["mask_rate"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="noise_density"):
         layer.lengths_for(128)
+
+
+def test_negative_step_is_refused_not_extrapolated():
+    # PolynomialDecay(0.5, 10, 0.15) at step -100 would be 4 (clipped):
+    # nearly the whole row noise.
+    layer = SpanCorruption(VOCABULARY, noise_density=schedule(), num_sentinels=20)
+    row = tf.range(5, 45)[None, :]
+    with pytest.raises(ValueError, match="step=-100"):
+        layer(row, step=-100)
+    in_graph = tf.function(lambda ids, step: layer(ids, step=step)["targets"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step"):
+        in_graph(row, tf.constant(-100))
+    targets = layer(row, step=0, seed=tf.constant([1, 2]))["targets"]
+    noise, spans = formula_counts([40], density_at(0))
+    assert targets.shape[1] == noise[0] + spans[0]

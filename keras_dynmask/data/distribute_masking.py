@@ -188,9 +188,12 @@ def masking_pipeline(
     # `tf.data.experimental.at` reads a `map` dataset from several threads.
     splits = tf.data.Dataset.range(-(-num_positions // elements_per_split))
     fetched = splits.flat_map(positions_in_split).map(fetch)
-    return fetched.map(
+    masked = fetched.map(
         mask_fetched, num_parallel_calls=num_parallel_calls, deterministic=True
     )
+    if scheduled:  # every iteration starts at position 0 (for MaskRateLogger)
+        rate_schedules.record_keyed_steps(masked, layer, lambda: 0)
+    return masked
 
 
 def _finite_cardinality(dataset):

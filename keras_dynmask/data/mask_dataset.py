@@ -62,7 +62,9 @@ def mask_dataset(
     `i` of epoch `e` is masked at the schedule's value for step `e * N + i`
     (`N` the dataset's length, which must be known): stateless, so the same
     run to run, on every tf.data service worker and whatever
-    `num_parallel_calls` is.
+    `num_parallel_calls` is. The returned dataset tells
+    `keras_dynmask.MaskRateLogger` where its next pass starts, so that the
+    logger shows the rates these steps had.
 
     Returns:
         The masked `tf.data.Dataset`.
@@ -106,15 +108,28 @@ def mask_dataset(
 
     if num_epochs is not None:
         epochs = tf.data.Dataset.range(num_epochs)
+
+        def next_epoch():  # every iteration starts at epoch 0
+            return 0
+
     else:
         passes = tf.Variable(0, dtype=tf.int64, trainable=False, name="mask_dataset_passes")
         # One element per iteration: reading it advances the pass counter.
         epochs = tf.data.Dataset.range(1).map(lambda _: passes.assign_add(1) - 1)
+
+        def next_epoch():
+            return int(passes.numpy())
+
     masked = epochs.flat_map(mask_pass)
     # flat_map hides the length; a known one is put back for `fit`.
     cardinality = int(dataset.cardinality())
     if cardinality >= 0:
         masked = masked.apply(
             tf.data.experimental.assert_cardinality(cardinality * (num_epochs or 1))
+        )
+    if steps_per_epoch is not None:
+        # Where the next iteration's steps start, for `MaskRateLogger`.
+        rate_schedules.record_keyed_steps(
+            masked, layer, lambda: next_epoch() * steps_per_epoch
         )
     return masked

@@ -127,18 +127,45 @@ def count_bounds(width, settings, max_spans=None):
     return tuple(bounds)
 
 
+def corrupted_lengths(
+    tokens_length,
+    noise_density,
+    mean_noise_span_length,
+    extra_inputs_tokens=1,
+    extra_targets_tokens=None,
+    max_spans=None,
+):
+    """`(inputs, targets)` lengths of a row of `tokens_length` real tokens.
+
+    Inputs hold the non-noise tokens, one sentinel per span and
+    `extra_inputs_tokens` more (the eos, a mode token); targets the noise
+    tokens, one sentinel per span and `extra_targets_tokens` more (the eos;
+    `None`: 1 when `extra_inputs_tokens` >= 1, else 0). Both grow with
+    `tokens_length`, never shrink.
+    """
+    if extra_targets_tokens is None:
+        extra_targets_tokens = 1 if extra_inputs_tokens >= 1 else 0
+    num_noise, num_spans = python_span_counts(
+        tokens_length, noise_density, mean_noise_span_length, max_spans
+    )
+    inputs = tokens_length - int(num_noise) + int(num_spans) + extra_inputs_tokens
+    return inputs, int(num_noise) + int(num_spans) + extra_targets_tokens
+
+
 def lengths_for_inputs_length(
     inputs_length,
     noise_density,
     mean_noise_span_length,
     extra_inputs_tokens=1,
     max_spans=None,
+    extra_targets_tokens=None,
 ):
     """The raw length whose corrupted inputs fill `inputs_length` (T5's helper).
 
     Inputs hold the non-noise tokens, one sentinel per span and
     `extra_inputs_tokens` more (the eos, a mode token); targets hold the
-    noise tokens, one sentinel per span and the eos. The raw length is the
+    noise tokens, one sentinel per span and `extra_targets_tokens` more (the
+    eos). The raw length is the
     largest whose inputs still fit; T5's `random_spans_helper` counts the
     same way (with one eos on each side), but without the clipping above,
     and at density 0.5 shortens the raw length by one more when the targets
@@ -150,8 +177,10 @@ def lengths_for_inputs_length(
         noise_density: Python float.
         mean_noise_span_length: Python float.
         extra_inputs_tokens: tokens the inputs hold besides those counted
-            above; the targets hold `1` (the eos) when this is >= 1, else 0.
+            above.
         max_spans: `None` or int cap on the spans.
+        extra_targets_tokens: tokens the targets hold besides those counted
+            above; `None`: 1 (the eos) when `extra_inputs_tokens` >= 1, else 0.
 
     Returns:
         A `SpanLengths(tokens_length, targets_length)`.
@@ -161,22 +190,19 @@ def lengths_for_inputs_length(
     >>> lengths_for_inputs_length(512, 0.15, 3.0)
     SpanLengths(tokens_length=568, targets_length=114)
     """
-    extra_targets_tokens = 1 if extra_inputs_tokens >= 1 else 0
 
-    def corrupted_lengths(tokens_length):
-        num_noise, num_spans = python_span_counts(
-            tokens_length, noise_density, mean_noise_span_length, max_spans
+    def lengths(tokens_length):
+        return corrupted_lengths(
+            tokens_length, noise_density, mean_noise_span_length,
+            extra_inputs_tokens, extra_targets_tokens, max_spans,
         )
-        inputs = tokens_length - int(num_noise) + int(num_spans) + extra_inputs_tokens
-        targets = int(num_noise) + int(num_spans) + extra_targets_tokens
-        return inputs, targets
 
     tokens_length = max(inputs_length - extra_inputs_tokens, 0)
-    while corrupted_lengths(tokens_length + 1)[0] <= inputs_length:
+    while lengths(tokens_length + 1)[0] <= inputs_length:
         tokens_length += 1
     # At least 1, the shortest `targets_length` a layer takes (a row too
     # short for noise and no eos has empty targets).
-    return SpanLengths(tokens_length, max(corrupted_lengths(tokens_length)[1], 1))
+    return SpanLengths(tokens_length, max(lengths(tokens_length)[1], 1))
 
 
 # Draws per cut point (plus `SPARE_DRAWS`) in `_cuts_from_first_distinct`:

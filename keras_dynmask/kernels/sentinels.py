@@ -190,9 +190,12 @@ def cut_spans(
     sentinel_count = tf.reduce_sum(tf.cast(has_sentinel[:, ::2], tf.int32), axis=1)
     tail = [] if eos_id is None else [tf.fill([batch, 1], eos_piece)]
     head = []
+    extra = len(tail)
     if inputs_first_ids is not None:
-        head = [first_piece + tf.range(batch)[:, None]]
-    extra = len(tail) + len(head)
+        # A negative first id: nothing first in that row (the empty piece).
+        has_first = tf.greater_equal(inputs_first_ids, 0)
+        head = [tf.where(has_first, first_piece + tf.range(batch), empty)[:, None]]
+        extra += tf.cast(has_first, tf.int32)
 
     def copied(pieces, total, out_width):
         _, copies = tf.raw_ops.RaggedGather(
@@ -250,7 +253,8 @@ def gathered_spans(
         with_sentinels: `None` (all rows) or bool `[B]`: rows without take
             no sentinels (one span: inputs the non-noise prefix, targets
             the noise rest, as a prefix-LM split).
-        inputs_first_ids: `None` or int `[B]` put first in the inputs.
+        inputs_first_ids: `None` or int `[B]` put first in the inputs (a
+            negative id: nothing in that row).
 
     Returns:
         `(inputs, inputs_lengths, targets, targets_lengths)`: `[B, width]`
@@ -265,14 +269,24 @@ def gathered_spans(
     sentinel_count = num_spans
     if with_sentinels is not None:
         sentinel_count = tf.where(with_sentinels, num_spans, 0)
-    first = 0 if inputs_first_ids is None else 1
-    extra = first + (0 if eos_id is None else 1)
+    eos = 0 if eos_id is None else 1
+    first = 0  # per row: 1 where a first id goes before the rest
+    if inputs_first_ids is not None:
+        has_first = tf.greater_equal(inputs_first_ids, 0)
+        first = tf.cast(has_first, tf.int32)
     inputs_total = num_nonnoise + sentinel_count
     targets_total = num_noise + sentinel_count
     if inputs_width is None:
-        inputs_width = tf.reduce_max(tf.concat([inputs_total + extra, [0]], 0))
+        inputs_width = tf.reduce_max(tf.concat([inputs_total + first + eos, [0]], 0))
     if targets_width is None:
-        targets_width = tf.reduce_max(tf.concat([targets_total + extra - first, [0]], 0))
+        targets_width = tf.reduce_max(tf.concat([targets_total + eos, [0]], 0))
+    if token_ids.shape[1] is None or token_ids.shape[1] == 0:
+        # One padding column, so that a batch of width 0 has a position to
+        # read (each slot then falls past its row's end).
+        token_ids = tf.pad(
+            token_ids, [[0, 0], [0, tf.maximum(1 - tf.shape(token_ids)[1], 0)]],
+            constant_values=pad,
+        )
     source_width = tf.shape(token_ids)[1]
 
     def gathered(sources):
@@ -281,7 +295,7 @@ def gathered_spans(
     # Inputs: segment r (from 0) starts at slot nonnoise_before[r] + r and
     # reads position slot + noise_before[r] - r; its last slot (a sentinel
     # row) is the sentinel.
-    width = inputs_width - first
+    width = inputs_width
     counts, _ = _segments(nonnoise_before[:, 1:] + span_index[:, 1:], width)
     segment = counts[:, :width]
     slots = tf.range(width)[None, :]
@@ -293,7 +307,8 @@ def gathered_spans(
     values = tf.where(is_sentinel, sentinel_values(segment, sentinel_ids, dtype), values)
     inputs = _finish(values, slots, inputs_total, pad, eos_id)
     if inputs_first_ids is not None:
-        inputs = tf.concat([tf.cast(inputs_first_ids, dtype)[:, None], inputs], 1)
+        shifted = tf.concat([tf.cast(inputs_first_ids, dtype)[:, None], inputs], 1)
+        inputs = tf.where(has_first[:, None], shifted[:, :width], inputs)
     # Targets: segment r starts at slot noise_before[r] + r with its
     # sentinel, then reads position slot + nonnoise_before[r + 1] - r - 1.
     width = targets_width
@@ -310,7 +325,7 @@ def gathered_spans(
     values = tf.where(starts, sentinel_values(segment, sentinel_ids, dtype), values)
     targets = _finish(values, slots, targets_total, pad, eos_id)
     lengths = (
-        tf.minimum(inputs_total + extra, inputs_width),
-        tf.minimum(targets_total + extra - first, targets_width),
+        tf.minimum(inputs_total + first + eos, inputs_width),
+        tf.minimum(targets_total + eos, targets_width),
     )
     return inputs, lengths[0], targets, lengths[1]

@@ -246,7 +246,11 @@ class WordPieceTokenizer(tf.Module):
             lower_case: as in the constructor.
             batch_size: texts counted per TensorFlow call.
             **learn_kwargs: passed to the learner, e.g. `lower_thresh`,
-                `num_iterations`, `max_unique_chars`.
+                `num_iterations`, `max_unique_chars`. The learner searches
+                a count threshold between `lower_thresh` (default 1 here)
+                and `upper_thresh` (`None`: the largest count); an
+                `upper_thresh` below `lower_thresh` would leave no room to
+                search and ignore `vocabulary_size`, so it is refused.
 
         Returns:
             A `WordPieceTokenizer`.
@@ -257,6 +261,10 @@ class WordPieceTokenizer(tf.Module):
                 f"Received: vocabulary_size={vocabulary_size!r}"
             )
         vocabulary_size = int(vocabulary_size)
+        # The learner's default `lower_thresh` (10) stops well short of the
+        # asked size on corpora of a few hundred thousand words.
+        learn_kwargs.setdefault("lower_thresh", 1)
+        _check_thresholds(learn_kwargs)
         if isinstance(texts, tf.data.Dataset):
             dataset = texts
         elif isinstance(texts, (str, bytes)):
@@ -287,9 +295,6 @@ class WordPieceTokenizer(tf.Module):
             word_counts.pop(special.encode(), None)
         if not word_counts:
             raise ValueError("`texts` holds no words: there is nothing to learn from")
-        # The learner's default `lower_thresh` (10) stops well short of the
-        # asked size on corpora of a few hundred thousand words.
-        learn_kwargs.setdefault("lower_thresh", 1)
         learned = learner.learn(
             [(w.decode("utf-8"), n) for w, n in word_counts.items()],
             vocab_size=vocabulary_size,
@@ -543,6 +548,20 @@ class WordPieceTokenizer(tf.Module):
                 f"{size}): min id {int(tf.reduce_min(ids))}, max id {int(tf.reduce_max(ids))}"
             )
         return ids
+
+
+def _check_thresholds(learn_kwargs):
+    """`ValueError` unless the learner's count thresholds leave a range to search."""
+    lower = validation.as_int("lower_thresh", learn_kwargs.get("lower_thresh"), 1, allow_none=True)
+    upper = learn_kwargs.get("upper_thresh", int(1e7))
+    if upper is None:
+        return
+    if not validation.is_integer(upper) or upper < (lower or 1):
+        raise ValueError(
+            "`upper_thresh` must be None or an integer >= lower_thresh (the learner "
+            "searches a count threshold between them; `learn` sets lower_thresh=1 "
+            f"unless given). Received: upper_thresh={upper!r}, lower_thresh={lower!r}"
+        )
 
 
 def _short(value, limit=80):

@@ -91,6 +91,9 @@ def options_cases():
         "inputs_first_ids": tf.fill([48], 4),
         "inputs_width": 25,
     }
+    # A negative first id puts nothing first in its row.
+    yield {"eos_id": 1, "inputs_first_ids": tf.where(tf.range(48) % 3 == 0, -1, 5)}
+    yield {"inputs_first_ids": tf.where(tf.range(48) % 4 == 1, -1, 5), "inputs_width": 30}
 
 
 @pytest.mark.parametrize("options", list(options_cases()))
@@ -153,3 +156,34 @@ def test_a_batch_of_no_rows_gives_empty_outputs(options):
     )
     assert inputs.shape[0] == targets.shape[0] == 0
     assert inputs_lengths.shape == targets_lengths.shape == (0,)
+
+
+def test_negative_first_ids_leave_their_rows_as_without_first_ids():
+    ids, _ = random_batch(seed=4)
+    _, _, num_spans, layout = layout_of(ids)
+    first_ids = tf.where(tf.range(48) % 2 == 0, -1, 5)
+    for build in (sentinels.cut_spans, sentinels.gathered_spans):
+        plain = build(ids, layout, num_spans, SENTINELS, 0, eos_id=1)
+        mixed = build(ids, layout, num_spans, SENTINELS, 0, eos_id=1, inputs_first_ids=first_ids)
+        for row in range(48):
+            inputs, length = mixed[0][row].numpy().tolist(), int(mixed[1][row])
+            expected = plain[0][row].numpy().tolist()[: int(plain[1][row])]
+            if row % 2:
+                expected = [5] + expected
+            assert inputs[:length] == expected and set(inputs[length:]) <= {0}
+            np.testing.assert_array_equal(mixed[2][row], plain[2][row])
+
+
+@pytest.mark.parametrize("options", [{}, {"eos_id": 1}, {"eos_id": 1, "inputs_first_ids": tf.constant([4, -1])}])
+def test_rows_of_width_zero_give_the_same_outputs_both_ways(options):
+    ids = tf.zeros([2, 0], tf.int32)
+    zeros = tf.zeros([2, 2], tf.int32)
+    layout = noise_spans.SpanLayout(zeros, zeros)
+    num_spans = tf.zeros([2], tf.int32)
+    cut = sentinels.cut_spans(ids, layout, num_spans, SENTINELS, 0, **options)
+    gathered = sentinels.gathered_spans(ids, layout, num_spans, SENTINELS, 0, **options)
+    for a, b in zip(cut, gathered):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    if options:  # just the eos (after the first id, if any)
+        assert cut[0][1, : int(cut[1][1])].numpy().tolist() == [1]
+        assert cut[0][0, : int(cut[1][0])].numpy().tolist() == ([4, 1] if len(options) == 2 else [1])

@@ -226,3 +226,24 @@ def test_bad_learning_input():
         WordPieceTokenizer.learn(["  ", "\n"], vocabulary_size=50)
     with pytest.raises(ValueError, match="shape"):
         WordPieceTokenizer(list(SPECIAL_TOKENS)).tokenize([["a"]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, quoted",
+    [
+        (dict(upper_thresh=0), "upper_thresh=0, lower_thresh=1"),
+        (dict(upper_thresh=3, lower_thresh=5), "upper_thresh=3, lower_thresh=5"),
+        (dict(lower_thresh=0), "lower_thresh=0"),
+        (dict(upper_thresh=2.5), "upper_thresh=2.5"),
+    ],
+)
+def test_thresholds_that_leave_no_search_range_are_refused(kwargs, quoted):
+    # With upper_thresh=0 the learner ignored the size (343 pieces for 300).
+    with pytest.raises(ValueError, match=quoted):
+        WordPieceTokenizer.learn(TEXTS, vocabulary_size=120, **kwargs)
+
+
+def test_thresholds_that_leave_a_range_keep_to_the_size():
+    learned = WordPieceTokenizer.learn(TEXTS, vocabulary_size=120, upper_thresh=None)
+    assert len(learned.vocabulary) <= 120
+    assert learned.vocabulary == WordPieceTokenizer.learn(TEXTS, vocabulary_size=120).vocabulary
