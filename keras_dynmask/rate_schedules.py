@@ -133,7 +133,8 @@ def backend_rate_for_call(rate, counter, step=None, low=0.0, high=1.0):
 
     Returns a Python float for a fixed rate, else a float32 scalar tensor
     (the schedule at `step`, or at the layer's `counter`, which advances by
-    one; a negative step counts as 0).
+    one). A negative Python `step` raises a `ValueError`; a negative step
+    tensor counts as 0 (values are not checked under jit).
     """
     if not is_schedule(rate):
         return rate
@@ -143,6 +144,11 @@ def backend_rate_for_call(rate, counter, step=None, low=0.0, high=1.0):
     else:
         if isinstance(step, bool) or not (validation.is_integer(step) or hasattr(step, "dtype")):
             raise ValueError(f"A call-time `step` must be an integer scalar. Received: step={step!r}")
+        if validation.is_integer(step) and int(step) < 0:
+            raise ValueError(
+                "A call-time `step` counts the batches masked before, so it "
+                f"must be >= 0. Received: step={step!r}"
+            )
         step = keras.ops.convert_to_tensor(step)
     step = keras.ops.maximum(keras.ops.cast(step, "int32"), 0)
     value = keras.ops.cast(rate(step), "float32")

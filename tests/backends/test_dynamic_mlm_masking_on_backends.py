@@ -230,6 +230,8 @@ def test_scheduled_rate_follows_the_step(selection):
         else:
             low, high = two_sided_bounds(n, rate)
             assert low < selected < high, (step, selected)
+    with pytest.raises(ValueError, match="step=-3"):
+        masking(ids, step=-3)
     # Without a step the layer's own counter advances once a masked batch.
     before = int(numpy(masking.schedule_step))
     masking(ids)
