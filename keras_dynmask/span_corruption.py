@@ -331,6 +331,15 @@ class SpanCorruption(MaskingLayer):
             )
         return {**(rest or {}), **outputs}
 
+    def compute_output_shape(self, input_shape):
+        """The output shapes (a dict) for ids of `input_shape` (a dict of
+        shapes for a dict input)."""
+        if isinstance(input_shape, dict):
+            inputs = {k: keras.KerasTensor(v, dtype="int32") for k, v in input_shape.items()}
+        else:
+            inputs = keras.KerasTensor(input_shape, dtype="int32")
+        return keras.tree.map_structure(lambda spec: spec.shape, self.compute_output_spec(inputs))
+
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
         rest = passed_through_specs(rest)
