@@ -226,3 +226,14 @@ def test_fit_in_a_functional_model(jit_compile):
     history = model.fit(IDS[:128], np.zeros((128, 1)), batch_size=32, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert model.predict(IDS[:8], verbose=0).shape == (8, 1)
+
+
+def test_denoiser_mixture_says_where_it_runs():
+    if BACKEND == "tensorflow":
+        pytest.skip("DenoiserMixture runs on TensorFlow")
+    from keras_dynmask import DenoiserMixture
+
+    mixture = DenoiserMixture(vocabulary_size=200, num_sentinels=20, inputs_length=40,
+                              targets_length=40)
+    with pytest.raises(NotImplementedError, match="tf.data"):
+        mixture(keras.ops.convert_to_tensor(IDS + 100))
