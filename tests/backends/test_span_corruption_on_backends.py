@@ -254,3 +254,15 @@ def test_denoiser_mixture_says_where_it_runs():
                               targets_length=40)
     with pytest.raises(NotImplementedError, match="tf.data"):
         mixture(keras.ops.convert_to_tensor(IDS + 100))
+
+
+def test_in_tf_data_whatever_the_backend():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(IDS).batch(64).map(layer(noise_density=0.5))
+    out = next(iter(ds))
+    assert isinstance(out["inputs"], tf.Tensor)
+    inputs, targets = out["inputs"].numpy(), out["targets"].numpy()
+    for row in range(64):
+        kept, target = split_row(inputs[row], targets[row])
+        np.testing.assert_array_equal(uncorrupt(kept, target), IDS[row, : LENGTHS[row]])
