@@ -9,9 +9,11 @@ from keras_dynmask.lazy_tensorflow import tf
 from keras_dynmask import rate_schedules
 from keras_dynmask import validation
 from keras_dynmask.kernels import noise_spans
+from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import sentinels as sentinel_kernels
+from keras_dynmask.kernels import span_noise
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
@@ -46,6 +48,15 @@ class SpanCorruption(MaskingLayer):
     the assertion is dropped: such a token then passes like any other. XLA
     also needs fixed `inputs_length` and `targets_length` and dense ids (pad
     ragged ones first); anything else is a `ValueError` saying so.
+
+    On JAX and PyTorch tensors (inside a model, under jit, or called on a
+    backend tensor, which returns tensors of that backend) the layer
+    computes with `keras.ops` (`keras_dynmask.kernels.span_noise`) and needs
+    `inputs_length` and `targets_length` too (a `ValueError` otherwise: set
+    them, or corrupt in `tf.data`). There no value is checked: a token equal
+    to a sentinel id is treated like any other token, so the outputs then
+    hold that id where a sentinel could be expected (check ids upstream);
+    an id outside the vocabulary passes unchanged.
 
     Like `DynamicMLMMasking`, the layer runs in `tf.data`, inside a model
     (where it corrupts only when Keras trains; otherwise every row passes
@@ -211,6 +222,8 @@ class SpanCorruption(MaskingLayer):
         # A seeded layer draws its seeds from a generator started at `seed`;
         # an unseeded one takes each from the operating system.
         self._generator = seeds.layer_generator(self.seed)
+        # On JAX and PyTorch: a `keras.random.SeedGenerator` (None on TensorFlow).
+        self._backend_seeds = seeds.backend_seed_generator(self.seed)
 
     def _common_config(self):
         return {
@@ -289,6 +302,8 @@ class SpanCorruption(MaskingLayer):
         seed: "tf.Tensor | None" = None,
         step: "int | tf.Tensor | None" = None,
     ) -> dict:
+        if op_set.for_values(*keras.tree.flatten(inputs)) is op_set.KERAS:
+            return self._call_on_backend(inputs, training, seed, step)
         token_ids, rest = self._split_inputs(inputs)
         name = type(self).__name__
         validation.check_integer_ids(name, "token_ids", token_ids, (1, 2))
@@ -316,6 +331,15 @@ class SpanCorruption(MaskingLayer):
             )
         return {**(rest or {}), **outputs}
 
+    def compute_output_shape(self, input_shape):
+        """The output shapes (a dict) for ids of `input_shape` (a dict of
+        shapes for a dict input)."""
+        if isinstance(input_shape, dict):
+            inputs = {k: keras.KerasTensor(v, dtype="int32") for k, v in input_shape.items()}
+        else:
+            inputs = keras.KerasTensor(input_shape, dtype="int32")
+        return keras.tree.map_structure(lambda spec: spec.shape, self.compute_output_spec(inputs))
+
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
         rest = passed_through_specs(rest)
@@ -338,6 +362,66 @@ class SpanCorruption(MaskingLayer):
 
     def _seed(self, seed):
         return seeds.call_seed(seed, self._generator)
+
+    # JAX and PyTorch tensors (inside models, under jit): the kernel of
+    # `kernels.span_noise` with `keras.ops`, at the set output lengths.
+
+    def _call_on_backend(self, inputs, training, seed, step):
+        name = type(self).__name__
+        backend = keras.backend.backend()
+        if type(self)._row_plan is not SpanCorruption._row_plan:
+            raise NotImplementedError(
+                f"{name} runs on TensorFlow tensors (a tf.data pipeline or the "
+                f"TensorFlow backend), not yet on {backend} tensors. Corrupt in "
+                "the input pipeline: ds.map(layer)."
+            )
+        token_ids, rest = self._split_inputs(inputs)
+        token_ids = keras.ops.convert_to_tensor(token_ids)
+        validation.check_integer_ids(name, "token_ids", token_ids, (1, 2))
+        if None in (self.inputs_length, self.targets_length):
+            raise ValueError(
+                f"{name} on {backend} tensors needs fixed `inputs_length` and "
+                "`targets_length` (static output shapes under jit); without them "
+                "it runs on TensorFlow tensors only (ds.map(layer) in tf.data). "
+                f"Received: inputs_length={self.inputs_length!r}, "
+                f"targets_length={self.targets_length!r}"
+            )
+        single = len(token_ids.shape) == 1
+        if single:
+            token_ids = token_ids[None, :]
+        if not isinstance(token_ids.shape[-1], int):
+            raise ValueError(
+                f"{name} on {backend} tensors needs a static sequence length. "
+                f"Received: token_ids with shape={tuple(token_ids.shape)}"
+            )
+        ops = op_set.KERAS
+        density = self.noise_density
+        if training:
+            density = rate_schedules.backend_rate_for_call(
+                self._noise_density, self._noise_steps, step
+            )
+            if seed is None:
+                seed = self._backend_seeds.next()
+            else:
+                seed = validation.backend_call_seed(seed)
+        else:
+            seed = ops.zeros((2,), "int32")
+        inputs_ids, targets = span_noise.corrupt_spans(
+            ops,
+            token_ids,
+            seed,
+            noise_density=density,
+            mean_noise_span_length=self.mean_noise_span_length,
+            sentinel_ids=self.sentinel_ids,
+            eos_id=self.eos_id,
+            pad_token_id=self.pad_token_id,
+            inputs_length=self.inputs_length,
+            targets_length=self.targets_length,
+            corrupt=bool(training),
+        )
+        if single:
+            inputs_ids, targets = inputs_ids[0], targets[0]
+        return {**(rest or {}), "inputs": inputs_ids, "targets": targets}
 
     # Corruption.
 

@@ -17,6 +17,7 @@ import pytest
 from keras_dynmask import CausalMask
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
+from keras_dynmask import SpanCorruption
 
 IDS = np.array([[5, 6, 7, 0], [8, 9, 0, 0], [4, 5, 6, 7]], dtype="int32")
 
@@ -26,11 +27,14 @@ LAYERS = {
     "mlm_ids": lambda: DynamicMLMMasking(10, 3, mask_rate=0.5),
     "mlm_fit": lambda: DynamicMLMMasking(10, 3, selection="exact", output_mode="fit"),
     "mlm_dict": lambda: DynamicMLMMasking(10, 3, output_mode="dict", max_predictions=2),
+    "span": lambda: SpanCorruption(
+        20, 0.5, num_sentinels=2, eos_id=1, inputs_length=5, targets_length=4
+    ),
 }
 
 
 def call(layer, ids, **kwargs):
-    if isinstance(layer, DynamicMLMMasking):
+    if isinstance(layer, (DynamicMLMMasking, SpanCorruption)):
         return layer(ids, seed=[1, 2], **kwargs)
     return layer(ids)
 
