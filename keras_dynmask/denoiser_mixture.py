@@ -231,7 +231,7 @@ class DenoiserMixture(SpanCorruption):
             f"with `rates`. Received: denoisers={self.denoisers!r}"
         )
 
-    def lengths_for(self, inputs_length):
+    def lengths_for(self, inputs_length: int) -> "noise_spans.SpanLengths":
         """Raw and target lengths for a wanted `inputs_length`, whatever denoiser a row draws.
 
         Counts the mode token and the eos. An R- or X-row of `n` tokens
