@@ -13,6 +13,7 @@ from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
 from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import token_masking
+from keras_dynmask.kernels import word_masking
 from keras_dynmask.kernels import masked_lm_format
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
@@ -25,6 +26,12 @@ from keras_dynmask.masking_layer import split_token_ids
 
 OUTPUT_MODES = ("ids", "fit", "dict", "masked_lm")
 SELECTIONS = ("bernoulli", "exact")
+
+
+def _fresh_spec(value):
+    """A new `KerasTensor` like `value` (ragged and sparse kept)."""
+    kinds = {kind: True for kind in ("ragged", "sparse") if getattr(value, kind, False)}
+    return keras.KerasTensor(value.shape, dtype=value.dtype, **kinds)
 
 
 @keras.saving.register_keras_serializable(package="keras_dynmask")
@@ -265,6 +272,14 @@ class DynamicMLMMasking(MaskingLayer):
 
     def compute_output_spec(self, inputs, training=None, seed=None, step=None):
         token_ids, rest = self._split_inputs(inputs)
+        if rest is not None:
+            # Entries passed through are outputs of their own: an input's
+            # KerasTensor returned as is would be taken for this layer's
+            # output, and a Functional model could not be built.
+            rest = {
+                key: _fresh_spec(value) if isinstance(value, keras.KerasTensor) else value
+                for key, value in rest.items()
+            }
 
         def like(dtype=token_ids.dtype, shape=token_ids.shape):
             return keras.KerasTensor(shape, dtype=dtype)
@@ -284,7 +299,7 @@ class DynamicMLMMasking(MaskingLayer):
         return {**(rest or {}), **outputs}
 
     # JAX and PyTorch tensors (inside models, under jit): the kernels of
-    # `kernels.token_masking` with `keras.ops`.
+    # `kernels.token_masking` and `kernels.word_masking` with `keras.ops`.
 
     def _call_on_backend(self, inputs, training, seed, step):
         token_ids, rest = self._split_inputs(inputs)
@@ -293,7 +308,6 @@ class DynamicMLMMasking(MaskingLayer):
         unsupported = [
             what
             for what, used in (
-                (f"granularity={self.granularity!r}", self.granularity != "token"),
                 ("a scheduled mask_rate", rate_schedules.is_schedule(self.mask_rate)),
                 ("a call-time step", step is not None),
                 ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
@@ -307,12 +321,16 @@ class DynamicMLMMasking(MaskingLayer):
                 f"backend), not yet on {keras.backend.backend()} tensors. "
                 "Mask in the input pipeline: ds.map(layer)."
             )
+        word_ids = granularity_options.backend_word_ids(
+            rest, token_ids, self.granularity, self.word_starts
+        )
         single = len(token_ids.shape) == 1
         if single:
             token_ids = token_ids[None, :]
+            word_ids = None if word_ids is None else word_ids[None, :]
         ops = op_set.KERAS
         if training:
-            corrupted, selected = self._mask_on_backend(ops, token_ids, seed)
+            corrupted, selected = self._mask_on_backend(ops, token_ids, seed, word_ids)
         else:
             corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
         targets = None
@@ -325,15 +343,12 @@ class DynamicMLMMasking(MaskingLayer):
             targets = None if targets is None else tuple(t[0] for t in targets)
         return self._format(rest, token_ids, corrupted, selected, targets)
 
-    def _mask_on_backend(self, ops, token_ids, seed):
+    def _mask_on_backend(self, ops, token_ids, seed, word_ids=None):
         if seed is None:
             seed = self._backend_seeds.next()
         else:
             seed = validation.backend_call_seed(seed)
-        return token_masking.select_and_corrupt(
-            ops,
-            token_ids,
-            seed,
+        options = dict(
             excluded_ids=self.excluded_ids,
             vocabulary_size=self.vocabulary_size,
             mask_rate=self.mask_rate,
@@ -343,6 +358,28 @@ class DynamicMLMMasking(MaskingLayer):
             mask_token_rate=self.mask_token_rate,
             random_token_rate=self.random_token_rate,
         )
+        if self.granularity == "token":
+            return token_masking.select_and_corrupt(ops, token_ids, seed, **options)
+        return word_masking.select_and_corrupt(
+            ops,
+            token_ids,
+            seed,
+            granularity=self.granularity,
+            # A dict's "word_ids" win over the table.
+            word_starts=self._word_starts_array() if word_ids is None else None,
+            word_ids=word_ids,
+            span_length_p=self.span_length_p,
+            max_span_length=self.max_span_length,
+            **options,
+        )
+
+    def _word_starts_array(self):
+        """`word_starts` as a NumPy bool array (converted once)."""
+        cached = getattr(self, "_word_starts_cache", None)
+        if cached is None or cached[0] is not self.word_starts:
+            cached = (self.word_starts, np.asarray(self.word_starts, bool))
+            self._word_starts_cache = cached
+        return cached[1]
 
     # Configuration the kernels read.
 
