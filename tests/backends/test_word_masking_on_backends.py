@@ -32,6 +32,11 @@ TABLE[list(SPECIALS)] = True
 ONE_TOKEN_WORDS = np.ones(VOCABULARY, bool)
 
 
+# Two batch shapes for the eager calls (JAX compiles each op once per shape).
+ROWS, LENGTH = 256, 48
+LONG_ROWS = (100, 1000)
+
+
 def numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
@@ -108,7 +113,7 @@ STRATEGIES = [("word", "bernoulli"), ("word", "exact"), ("span", "exact")]
 
 @pytest.mark.parametrize("granularity, selection", STRATEGIES)
 def test_whole_words_never_specials_and_bert_targets(granularity, selection):
-    ids = random_ids(64, 48)
+    ids = random_ids(ROWS, LENGTH)
     out = layer(granularity=granularity, selection=selection, mask_rate=0.3)(tensor(ids), seed=[4, 5])
     if BACKEND != "tensorflow":
         assert type(out["mask"]).__module__.split(".")[0] in {"jax": ("jax", "jaxlib"), "torch": ("torch",)}[BACKEND]
@@ -123,7 +128,7 @@ def test_whole_words_never_specials_and_bert_targets(granularity, selection):
 
 
 def test_bernoulli_word_rate_and_corruption_shares():
-    ids = random_ids(400, 40)
+    ids = random_ids(ROWS, LENGTH)
     words = words_of(ids)
     out = layer(mask_rate=0.2)(tensor(ids), seed=[1, 2])
     mask, corrupted = numpy(out["mask"]), numpy(out["token_ids"])
@@ -141,7 +146,7 @@ def test_bernoulli_word_rate_and_corruption_shares():
 
 @pytest.mark.parametrize("granularity", ["word", "span"])
 def test_exact_and_span_fill_the_budget_without_exceeding_it(granularity):
-    ids = random_ids(200, 60)
+    ids = random_ids(ROWS, LENGTH)
     words = words_of(ids)
     out = layer(granularity=granularity, selection="exact", mask_rate=0.2)(tensor(ids), seed=[6, 7])
     counts = numpy(out["mask"]).sum(axis=1)
@@ -160,7 +165,7 @@ def test_exact_and_span_fill_the_budget_without_exceeding_it(granularity):
 
 @pytest.mark.parametrize("granularity", ["word", "span"])
 def test_one_token_words_fill_the_budget_exactly(granularity):
-    ids = random_ids(64, 40)
+    ids = random_ids(ROWS, LENGTH)
     out = layer(granularity=granularity, selection="exact", word_starts=ONE_TOKEN_WORDS,
                 mask_rate=0.25)(tensor(ids))
     eligible = ~np.isin(ids, SPECIALS)
@@ -168,10 +173,11 @@ def test_one_token_words_fill_the_budget_exactly(granularity):
 
 
 def test_exact_words_are_a_uniform_choice():
-    ids = np.arange(10, 30, dtype="int32")[None, :].repeat(2000, axis=0)
+    ids = (np.arange(LENGTH, dtype="int32")[None, :] % 100 + 10).repeat(ROWS, axis=0)
     out = layer(selection="exact", word_starts=ONE_TOKEN_WORDS, mask_rate=0.25)(tensor(ids), seed=[5, 6])
-    observed = numpy(out["mask"]).sum(axis=0)
-    assert chi_square(observed, np.full(20, 2000 * 5 / 20)) < chi2_critical(19)
+    mask = numpy(out["mask"])
+    assert (mask.sum(axis=1) == 12).all()
+    assert chi_square(mask.sum(axis=0), np.full(LENGTH, ROWS * 12 / LENGTH)) < chi2_critical(LENGTH - 1)
 
 
 def test_spans_are_runs_of_whole_words_with_the_law_of_lengths():
@@ -179,7 +185,7 @@ def test_spans_are_runs_of_whole_words_with_the_law_of_lengths():
     # selected runs follow the span-length law (mean 3.8 words; the budget's
     # cut span and merged spans aside: a loose bound), far from the runs of
     # exact word selection at the same rate (mean about 1.04).
-    ids = np.random.default_rng(5).integers(4, VOCABULARY, (100, 1000)).astype("int32")
+    ids = np.random.default_rng(5).integers(4, VOCABULARY, LONG_ROWS).astype("int32")
 
     def runs(granularity):
         out = layer(granularity=granularity, selection="exact", word_starts=ONE_TOKEN_WORDS,
@@ -193,7 +199,7 @@ def test_spans_are_runs_of_whole_words_with_the_law_of_lengths():
 
 
 def test_spans_of_word_pieces_are_consecutive_whole_words():
-    ids = random_ids(100, 200)
+    ids = random_ids(*LONG_ROWS)
     words = words_of(ids)
     out = layer(granularity="span", selection="exact", mask_rate=0.15, span_length_p=0.3,
                 max_span_length=4)(tensor(ids), seed=[3, 3])
@@ -210,7 +216,7 @@ def test_spans_of_word_pieces_are_consecutive_whole_words():
 
 @pytest.mark.parametrize("granularity, selection", STRATEGIES + [("span", "bernoulli")])
 def test_max_predictions_caps_without_cutting_words(granularity, selection):
-    ids = random_ids(64, 60)
+    ids = random_ids(ROWS, LENGTH)
     words = words_of(ids)
     out = layer(granularity=granularity, selection=selection, mask_rate=0.4,
                 max_predictions=6)(tensor(ids), seed=[2, 9])
@@ -224,9 +230,9 @@ def test_max_predictions_caps_without_cutting_words(granularity, selection):
 
 
 def test_word_ids_win_over_the_table():
-    ids = random_ids(32, 20)
+    ids = random_ids(ROWS, LENGTH)
     # Every token its own word per the table, but word_ids pair them up.
-    word_ids = np.where(~np.isin(ids, SPECIALS), np.arange(20)[None, :] // 2, -1).astype("int32")
+    word_ids = np.where(~np.isin(ids, SPECIALS), np.arange(LENGTH)[None, :] // 2, -1).astype("int32")
     word_ids[:, 5] = -1  # no word: never selected
     for granularity in ("word", "span"):
         masking = layer(granularity=granularity, word_starts=ONE_TOKEN_WORDS, mask_rate=0.5)
@@ -234,7 +240,7 @@ def test_word_ids_win_over_the_table():
         mask = numpy(out["mask"])
         assert mask.any()
         assert_whole_words(mask, word_ids)
-        pairs = np.where(word_ids[:, 6:16] >= 0, mask[:, 6:16], -1).reshape(32, 5, 2)
+        pairs = np.where(word_ids[:, 6:] >= 0, mask[:, 6:], -1).reshape(ROWS, -1, 2)
         pieces = pairs[(pairs >= 0).all(axis=2)]
         assert (pieces[:, 0] == pieces[:, 1]).all() and pieces.any()
         np.testing.assert_array_equal(numpy(out["word_ids"]), word_ids)  # passes through
@@ -247,7 +253,7 @@ def test_word_ids_win_over_the_table():
 
 
 def test_call_seed_is_a_pure_function():
-    ids = tensor(random_ids(16, 40))
+    ids = tensor(random_ids(ROWS, LENGTH))
     for granularity in ("word", "span"):
         masking = layer(granularity=granularity, selection="exact", output_mode="ids")
         first = numpy(masking(ids, seed=[1, 2]))
@@ -350,7 +356,7 @@ def test_fit_in_a_functional_model_with_word_ids(tmp_path, jit_compile):
         on_train_batch_end=lambda step, logs: losses.append(float(logs["loss"])))
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
     per_batch = np.array(losses) * np.arange(1, 7) - np.concatenate([[0], np.array(losses[:-1]) * np.arange(1, 6)])
-    assert len(np.unique(np.round(per_batch, 5))) > 3  # fresh masks every step
+    assert len(np.unique(np.round(per_batch / per_batch.mean(), 3))) > 3  # fresh masks every step
     # predict never masks: the output is the unmasked ids'.
     unmasked = numpy(dense(embedding(tensor(ids))))
     np.testing.assert_allclose(model.predict({"token_ids": ids, "word_ids": word_ids}, verbose=0),
