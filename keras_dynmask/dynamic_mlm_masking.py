@@ -375,10 +375,12 @@ class DynamicMLMMasking(MaskingLayer):
 
     def _word_starts_array(self):
         """`word_starts` as a NumPy bool array (converted once)."""
-        cached = getattr(self, "_word_starts_cache", None)
+        cached = self.__dict__.get("_word_starts_cache")
         if cached is None or cached[0] is not self.word_starts:
             cached = (self.word_starts, np.asarray(self.word_starts, bool))
-            self._word_starts_cache = cached
+            # Set past Keras's attribute tracking, which would wrap (and
+            # walk) the table on every assignment.
+            object.__setattr__(self, "_word_starts_cache", cached)
         return cached[1]
 
     # Configuration the kernels read.
