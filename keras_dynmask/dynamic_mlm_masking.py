@@ -13,6 +13,7 @@ from keras_dynmask.kernels import corruption
 from keras_dynmask.kernels import formatting
 from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import token_masking
+from keras_dynmask.kernels import word_masking
 from keras_dynmask.kernels import masked_lm_format
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
@@ -305,7 +306,7 @@ class DynamicMLMMasking(MaskingLayer):
         return {**(rest or {}), **outputs}
 
     # JAX and PyTorch tensors (inside models, under jit): the kernels of
-    # `kernels.token_masking` with `keras.ops`.
+    # `kernels.token_masking` and `kernels.word_masking` with `keras.ops`.
 
     def _call_on_backend(self, inputs, training, seed, step):
         token_ids, rest = self._split_inputs(inputs)
@@ -314,7 +315,10 @@ class DynamicMLMMasking(MaskingLayer):
         unsupported = [
             what
             for what, used in (
-                (f"granularity={self.granularity!r}", self.granularity != "token"),
+                (
+                    f"a scheduled mask_rate with granularity={self.granularity!r}",
+                    rate_schedules.is_schedule(self.mask_rate) and self.granularity != "token",
+                ),
                 ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
             )
             if used
@@ -326,13 +330,17 @@ class DynamicMLMMasking(MaskingLayer):
                 f"backend), not yet on {keras.backend.backend()} tensors. "
                 "Mask in the input pipeline: ds.map(layer)."
             )
+        word_ids = granularity_options.backend_word_ids(
+            rest, token_ids, self.granularity, self.word_starts
+        )
         single = len(token_ids.shape) == 1
         if single:
             token_ids = token_ids[None, :]
+            word_ids = None if word_ids is None else word_ids[None, :]
         ops = op_set.KERAS
         if training:
             rate = rate_schedules.backend_rate_for_call(self.mask_rate, self._masked_batches, step)
-            corrupted, selected = self._mask_on_backend(ops, token_ids, seed, rate)
+            corrupted, selected = self._mask_on_backend(ops, token_ids, seed, rate, word_ids)
         else:
             corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
         targets = None
@@ -345,15 +353,12 @@ class DynamicMLMMasking(MaskingLayer):
             targets = None if targets is None else tuple(t[0] for t in targets)
         return self._format(rest, token_ids, corrupted, selected, targets)
 
-    def _mask_on_backend(self, ops, token_ids, seed, rate):
+    def _mask_on_backend(self, ops, token_ids, seed, rate, word_ids=None):
         if seed is None:
             seed = self._backend_seeds.next()
         else:
             seed = validation.backend_call_seed(seed)
-        return token_masking.select_and_corrupt(
-            ops,
-            token_ids,
-            seed,
+        options = dict(
             excluded_ids=self.excluded_ids,
             vocabulary_size=self.vocabulary_size,
             mask_rate=rate,
@@ -363,6 +368,30 @@ class DynamicMLMMasking(MaskingLayer):
             mask_token_rate=self.mask_token_rate,
             random_token_rate=self.random_token_rate,
         )
+        if self.granularity == "token":
+            return token_masking.select_and_corrupt(ops, token_ids, seed, **options)
+        return word_masking.select_and_corrupt(
+            ops,
+            token_ids,
+            seed,
+            granularity=self.granularity,
+            # A dict's "word_ids" win over the table.
+            word_starts=self._word_starts_array() if word_ids is None else None,
+            word_ids=word_ids,
+            span_length_p=self.span_length_p,
+            max_span_length=self.max_span_length,
+            **options,
+        )
+
+    def _word_starts_array(self):
+        """`word_starts` as a NumPy bool array (converted once)."""
+        cached = self.__dict__.get("_word_starts_cache")
+        if cached is None or cached[0] is not self.word_starts:
+            cached = (self.word_starts, np.asarray(self.word_starts, bool))
+            # Set past Keras's attribute tracking, which would wrap (and
+            # walk) the table on every assignment.
+            object.__setattr__(self, "_word_starts_cache", cached)
+        return cached[1]
 
     # Configuration the kernels read.
 

@@ -55,14 +55,7 @@ def word_ids_input(rest, token_ids, granularity, word_starts):
         return None
     word_ids = (rest or {}).get("word_ids")
     if word_ids is None:
-        if word_starts is None:
-            raise ValueError(
-                f'granularity="{granularity}" needs word boundaries: pass '
-                "`word_starts` (e.g. keras_dynmask.word_starts(vocabulary, style)) "
-                'to the layer, or a "word_ids" entry in a dict input. Received '
-                "neither: word_starts=None and no 'word_ids' among the input's keys "
-                f"{sorted(rest or {})}"
-            )
+        _check_boundaries_given(granularity, word_starts, rest)
         return None
     if not isinstance(word_ids, tf.RaggedTensor):
         word_ids = tf.convert_to_tensor(word_ids)
@@ -75,6 +68,46 @@ def word_ids_input(rest, token_ids, granularity, word_starts):
         return word_ids.to_tensor(default_value=-1)
     if token_ids.shape.rank == 1:
         return word_ids[None, :]
+    return word_ids
+
+
+def _check_boundaries_given(granularity, word_starts, rest):
+    """A `ValueError` naming both sources when neither gives word boundaries."""
+    if word_starts is None:
+        raise ValueError(
+            f'granularity="{granularity}" needs word boundaries: pass '
+            "`word_starts` (e.g. keras_dynmask.word_starts(vocabulary, style)) "
+            'to the layer, or a "word_ids" entry in a dict input. Received '
+            "neither: word_starts=None and no 'word_ids' among the input's keys "
+            f"{sorted(rest or {})}"
+        )
+
+
+def backend_word_ids(rest, token_ids, granularity, word_starts):
+    """A dict input's `"word_ids"` as a JAX or PyTorch tensor, checked.
+
+    Dense only, of `token_ids`' static shape (a `ValueError` quoting both
+    shapes otherwise; under jit the shapes are static, so nothing is left
+    to check at run time). `None` at `"token"` granularity or when the dict
+    holds none; a `ValueError` naming both sources when neither is given.
+    """
+    import keras
+
+    if granularity == "token":
+        return None
+    word_ids = (rest or {}).get("word_ids")
+    if word_ids is None:
+        _check_boundaries_given(granularity, word_starts, rest)
+        return None
+    word_ids = keras.ops.convert_to_tensor(word_ids)
+    dtype = keras.backend.standardize_dtype(word_ids.dtype)
+    if "int" not in dtype:
+        raise ValueError(f'"word_ids" must be integers. Received: word_ids of dtype {dtype}')
+    if tuple(word_ids.shape) != tuple(token_ids.shape):
+        raise ValueError(
+            '"word_ids" must have the shape of "token_ids". Received: word_ids '
+            f"of shape {tuple(word_ids.shape)}, token_ids of shape {tuple(token_ids.shape)}"
+        )
     return word_ids
 
 

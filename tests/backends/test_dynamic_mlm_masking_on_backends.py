@@ -183,10 +183,10 @@ def test_in_a_grain_pipeline():
     assert not (numpy(weights).astype(bool) & ~ELIGIBLE[8:16]).any()
 
 
-def test_granularity_word_says_where_it_runs():
+def test_a_scheduled_rate_says_where_it_runs():
     if BACKEND == "tensorflow":
-        pytest.skip("every granularity runs on TensorFlow")
-    masking = layer(granularity="word", word_starts=np.ones(VOCABULARY, bool))
+        pytest.skip("every option runs on TensorFlow")
+    masking = layer(mask_rate=keras.optimizers.schedules.PolynomialDecay(0.3, 10, 0.15))
     with pytest.raises(NotImplementedError, match="tf.data"):
         masking(keras.ops.convert_to_tensor(IDS))
 
