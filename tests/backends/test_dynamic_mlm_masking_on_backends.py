@@ -183,10 +183,13 @@ def test_in_a_grain_pipeline():
     assert not (numpy(weights).astype(bool) & ~ELIGIBLE[8:16]).any()
 
 
-def test_a_scheduled_rate_says_where_it_runs():
+def test_a_scheduled_rate_at_word_granularity_says_where_it_runs():
     if BACKEND == "tensorflow":
         pytest.skip("every option runs on TensorFlow")
-    masking = layer(mask_rate=keras.optimizers.schedules.PolynomialDecay(0.3, 10, 0.15))
+    masking = layer(
+        mask_rate=keras.optimizers.schedules.PolynomialDecay(0.3, 10, 0.15),
+        granularity="word", word_starts=np.ones(VOCABULARY, bool),
+    )
     with pytest.raises(NotImplementedError, match="tf.data"):
         masking(keras.ops.convert_to_tensor(IDS))
 
