@@ -380,3 +380,30 @@ def test_fit_in_a_functional_model_with_the_table(jit_compile):
     model.compile("adam", "mse", jit_compile=jit_compile)
     history = model.fit(random_ids(32, 40), np.zeros((32, 40, 1)), batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("granularity, selection", [("word", "bernoulli"), ("span", "exact")])
+def test_the_kernel_bound_to_tensorflow_in_a_graph(granularity, selection):
+    """The same kernel with the TensorFlow binding (as a `tf.data` map would run it), under XLA too."""
+    if BACKEND != "tensorflow":
+        pytest.skip("the TensorFlow binding does not depend on the Keras backend: checked under TensorFlow")
+    import tensorflow as tf
+
+    ids = random_ids(ROWS, LENGTH)
+    tf_ops = op_set.tensorflow_ops()
+
+    def mask(token_ids, seed):
+        return word_masking.select_and_corrupt(
+            tf_ops, token_ids, seed, excluded_ids=list(SPECIALS), vocabulary_size=VOCABULARY,
+            mask_rate=0.3, granularity=granularity, selection=selection, max_predictions=10,
+            mask_token_id=MASK, mask_token_rate=0.8, random_token_rate=0.1, word_starts=TABLE,
+        )
+
+    seed = tf.constant([3, 4])
+    words = words_of(ids)
+    for jit_compile in (False, True):
+        corrupted, selected = tf.function(mask, jit_compile=jit_compile)(tf.constant(ids), seed)
+        chosen = selected.numpy()
+        assert_whole_words(chosen, words)
+        assert (chosen.sum(axis=1) <= 10).all() and chosen.sum(axis=1).mean() > 5
+        np.testing.assert_array_equal(corrupted.numpy()[~chosen], ids[~chosen])
