@@ -38,7 +38,6 @@ boundaries from the WordPiece vocabulary's `##` pieces).
 import math
 import os
 import sys
-import time
 
 import keras
 import tensorflow as tf
@@ -482,12 +481,15 @@ def load(args):
     return example_common.load_corpus_from_flags(args, args.sequence_length // 2)
 
 
-def run(args, corpus=None):
+def run(args, corpus=None, stopwatch=None):
     """Loads, trains, evaluates and exports; returns what it made.
 
     Args:
         args: the `parse_args()` namespace.
         corpus: a `Corpus`, or `None` to load the one `args` names.
+        stopwatch: `None`, or an `example_common.Stopwatch` that times the
+            phases (the caller's, to time its own phases in the same
+            summary).
 
     Returns:
         A dict with `"model"` (the pre-training model), `"backbone"`,
@@ -495,35 +497,34 @@ def run(args, corpus=None):
         (held-out loss, accuracy and perplexity), `"validation"` (the
         held-out `(x, y, sample_weight)` batches they were measured on),
         `"export_dir"` (the text export), `"ids_export_dir"` (the id-level
-        one) and `"seconds"` (time per stage).
+        one), `"stopwatch"` and `"seconds"` (wall seconds per phase).
     """
-    seconds = {}
-    start = time.perf_counter()
+    stopwatch = stopwatch or example_common.Stopwatch()
     keras.utils.set_random_seed(args.seed)
-    # Everything is read and checked before anything is written.
-    corpus = corpus or load(args)
-    print(corpus)
-    seconds["corpus"] = time.perf_counter() - start
+    with stopwatch.phase("corpus"):
+        # Everything is read and checked before anything is written.
+        corpus = corpus or load(args)
+        print(corpus)
 
-    start = time.perf_counter()
-    tokenizer = example_common.learn_tokenizer(
-        corpus, args.vocabulary_size, args.sequence_length
-    )
-    train_ids, steps = packed_dataset(
-        corpus.dataset("train"),
-        tokenizer,
-        args.sequence_length,
-        args.batch_size,
-        shuffle_seed=args.seed,
-    )
-    validation_ids, validation_steps = packed_dataset(
-        corpus.dataset("validation"),
-        tokenizer,
-        args.sequence_length,
-        args.batch_size,
-        drop_remainder=False,
-    )
-    seconds["tokenizer"] = time.perf_counter() - start
+    with stopwatch.phase("vocabulary"):
+        tokenizer = example_common.learn_tokenizer(
+            corpus, args.vocabulary_size, args.sequence_length
+        )
+    with stopwatch.phase("tokenize and pack", "Tokenizing and packing the passages..."):
+        train_ids, steps = packed_dataset(
+            corpus.dataset("train"),
+            tokenizer,
+            args.sequence_length,
+            args.batch_size,
+            shuffle_seed=args.seed,
+        )
+        validation_ids, validation_steps = packed_dataset(
+            corpus.dataset("validation"),
+            tokenizer,
+            args.sequence_length,
+            args.batch_size,
+            drop_remainder=False,
+        )
 
     max_predictions = max_predictions_for(args.sequence_length, args.mask_rate)
     masker = make_masker(
@@ -552,48 +553,49 @@ def run(args, corpus=None):
         f"Encoder: {model.count_params():,} parameters; {steps} steps of "
         f"{args.batch_size}x{args.sequence_length} tokens per epoch "
         f"({masker.max_predictions} masked per sequence), "
-        f"{validation_steps} held-out batches"
+        f"{validation_steps} held-out batches; training {args.epochs} epochs...",
+        flush=True,
     )
-    history, seconds["train"] = example_common.timed_fit(
-        model,
-        train,
-        validation,
-        args.epochs,
-        args.verbose,
-        shuffle=False,  # The pipeline shuffles the passages itself.
-    )
+    with stopwatch.phase("train"):
+        history, _ = example_common.timed_fit(
+            model,
+            train,
+            validation,
+            args.epochs,
+            example_common.verbosity(args),
+            shuffle=False,  # The pipeline shuffles the passages itself.
+        )
 
-    start = time.perf_counter()
-    evaluation = example_common.evaluate(model, validation)
+    with stopwatch.phase("evaluate"):
+        evaluation = example_common.evaluate(model, validation)
     print(
         "Held-out masked LM (fixed masking): loss {loss:.3f}, accuracy "
         "{accuracy:.3f}, perplexity {perplexity:.1f}".format(**evaluation)
     )
-    seconds["evaluate"] = time.perf_counter() - start
 
-    start = time.perf_counter()
     served_masker = make_masker(
         tokenizer, args.mask_rate, "dict", max_predictions=max_predictions,
         granularity=args.granularity,
     )
-    export_dir = export_for_serving(
-        backbone,
-        head,
-        tokenizer,
-        served_masker,
-        os.path.join(args.output, str(args.version)),
-        args.top_k,
-    )
-    ids_export_dir = id_level_export.export_mlm_ids(
-        backbone,
-        head,
-        served_masker,
-        tokenizer,
-        id_level_export.ids_export_dir(args.output, args.version),
-        args.top_k,
-    )
-    seconds["export"] = time.perf_counter() - start
+    with stopwatch.phase("export", "Exporting the text SavedModel..."):
+        export_dir = export_for_serving(
+            backbone,
+            head,
+            tokenizer,
+            served_masker,
+            os.path.join(args.output, str(args.version)),
+            args.top_k,
+        )
     print(f"Exported the SavedModel to {export_dir}")
+    with stopwatch.phase("export", "Exporting the id-level SavedModel..."):
+        ids_export_dir = id_level_export.export_mlm_ids(
+            backbone,
+            head,
+            served_masker,
+            tokenizer,
+            id_level_export.ids_export_dir(args.output, args.version),
+            args.top_k,
+        )
     print(f"Exported the id-level SavedModel (core TensorFlow ops only) to {ids_export_dir}")
     return {
         "model": model,
@@ -605,7 +607,8 @@ def run(args, corpus=None):
         "validation": validation,
         "export_dir": export_dir,
         "ids_export_dir": ids_export_dir,
-        "seconds": seconds,
+        "stopwatch": stopwatch,
+        "seconds": stopwatch.wall_seconds(),
     }
 
 

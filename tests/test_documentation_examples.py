@@ -1,0 +1,110 @@
+"""Every Python block of README.md and docs/ runs as written.
+
+`documentation_blocks` says how blocks are found and run: each on its own
+from the repository root, except those whose first line says they continue
+the block above. Blocks that use `make demo`'s exports (first line
+`# after make demo`) run in `tests/examples/test_demo.py`, on the demo
+test's own exports. Shell blocks are not run; the scripts, flags and make
+targets they name are checked to exist.
+"""
+
+import os
+import re
+import shlex
+
+import pytest
+
+from documentation_blocks import REPOSITORY_ROOT
+from documentation_blocks import documentation_pages
+from documentation_blocks import fenced_blocks
+from documentation_blocks import python_blocks
+from documentation_blocks import run_blocks
+
+PAGES = documentation_pages()
+PAGES_WITH_PYTHON = [
+    page for page in PAGES if any(not b.after_demo for b in python_blocks(page))
+]
+# Seconds for all the blocks of one page (TensorFlow's start-up included);
+# every block uses tiny data, so a page takes a few seconds to a few tens.
+PAGE_TIMEOUT = 120
+
+
+def test_the_pages_hold_python_blocks():
+    # The test below is parametrized by page: a parser that found nothing
+    # would pass it vacuously.
+    assert "README.md" in PAGES_WITH_PYTHON
+    assert sum(len(python_blocks(page)) for page in PAGES) >= 10
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_PYTHON)
+def test_python_blocks_run_as_written(page, tmp_path):
+    blocks = [block for block in python_blocks(page) if not block.after_demo]
+    ok, report = run_blocks(blocks, str(tmp_path), cwd=REPOSITORY_ROOT, timeout=PAGE_TIMEOUT)
+    assert ok, report
+
+
+def test_a_failing_block_is_reported_with_its_page_and_line(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nx = 1\n```\n\n```python\n# continues the block above\nassert x == 2\n```\n"
+    )
+    blocks = python_blocks(os.path.relpath(page, REPOSITORY_ROOT))
+    ok, report = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
+    assert not ok and "page.md:5" in report and "AssertionError" in report
+
+
+def test_a_block_runs_alone_unless_it_says_it_continues(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```python\nx = 1\n```\n\n```python\nprint(x)\n```\n")
+    blocks = python_blocks(os.path.relpath(page, REPOSITORY_ROOT))
+    ok, report = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
+    assert not ok and "NameError" in report
+
+
+# Shell blocks.
+
+_MAKE_TARGET = re.compile(r"^([A-Za-z][\w-]*)\s*:", re.MULTILINE)
+
+
+def _shell_commands():
+    """`(where, words)` of each command line of the pages' shell blocks."""
+    commands = []
+    for page in PAGES:
+        for block in fenced_blocks(page):
+            if block.language not in ("bash", "sh", "shell"):
+                continue
+            text = block.code.replace("\\\n", " ")
+            for line in text.splitlines():
+                line = line.split(" # ")[0].strip()
+                if line and not line.startswith("#"):
+                    commands.append((block.where, shlex.split(line, comments=True)))
+    return commands
+
+
+def _script_source(path):
+    with open(os.path.join(REPOSITORY_ROOT, path), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_shell_blocks_name_scripts_flags_and_targets_that_exist():
+    with open(os.path.join(REPOSITORY_ROOT, "Makefile"), encoding="utf-8") as handle:
+        targets = set(_MAKE_TARGET.findall(handle.read()))
+    # Flags the example scripts share come from example_common.
+    shared = _script_source("examples/example_common.py")
+    checked = 0
+    for where, words in _shell_commands():
+        words = [w for w in words if "=" not in w or w.startswith("-")]
+        scripts = [w for w in words if w.endswith(".py") and "/" in w]
+        if words and words[0] == "make":
+            for target in words[1:]:
+                assert target in targets, f"{where}: no make target {target!r}"
+                checked += 1
+        for script in scripts:
+            assert os.path.isfile(os.path.join(REPOSITORY_ROOT, script)), f"{where}: {script}"
+            source = _script_source(script) + shared
+            for word in words[words.index(script) + 1 :]:
+                flag = word.strip("[]").split("=")[0]
+                if flag.startswith("--"):
+                    assert f'"{flag}"' in source, f"{where}: {script} has no flag {flag}"
+            checked += 1
+    assert checked >= 10
