@@ -2,7 +2,7 @@
 
 Masks `--steps` batches through `keras_dynmask.data.mask_dataset` with
 `mask_rate=PolynomialDecay(0.3, steps, 0.15)` (the 30 % -> 15 % linear
-decay of Ankner et al.), measures the share of eligible tokens each batch
+decay of Ankner et al., 2023), measures the share of eligible tokens each batch
 actually selected, and plots it against the schedule, for Bernoulli and
 exact selection and for whole-word masking.
 

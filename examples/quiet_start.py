@@ -32,6 +32,8 @@ _ABSL_LINE = re.compile(r"^(?P<severity>[IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\]")
 _SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
 _NO_DRIVER_PROBE = re.compile(r"failed call to cuInit")
 NVIDIA_DRIVER = "/proc/driver/nvidia/version"
+# What TensorFlow's start-up wrote to stderr, before filtering (for tests).
+captured_start_up = None
 
 
 def has_nvidia_driver():
@@ -72,6 +74,7 @@ def import_tensorflow():
     Returns:
         The `tensorflow` module.
     """
+    global captured_start_up
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
@@ -93,6 +96,7 @@ def import_tensorflow():
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", errors="replace")
+            captured_start_up = text
             lines = kept_lines(text, min_level, has_nvidia_driver())
             if lines:
                 sys.stderr.write("\n".join(lines) + "\n")

@@ -15,6 +15,7 @@ Any other first line is code, and no other marker exists: a block that
 cannot run is a block to fix.
 """
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -109,38 +110,47 @@ def python_blocks(page):
     return blocks
 
 
-# The runner: one child process per page, each chain of blocks (a block
-# and those continuing it) in a fresh namespace; it reports per block.
+# The runner: one child process, each chain of blocks (a block and those
+# continuing it) in a fresh namespace; a line of JSON per block.
 _RUNNER = r"""
 import json, sys, traceback
 blocks = json.load(open(sys.argv[1], encoding="utf-8"))
-namespace = None
+namespace, failed = None, None
 for block in blocks:
     if not block["continues"] or namespace is None:
-        namespace = {"__name__": "__main__"}
-    print(json.dumps({"start": block["where"]}), flush=True)
-    try:
-        exec(compile(block["code"], block["where"], "exec"), namespace)
-    except BaseException:
-        print(json.dumps({"failed": block["where"], "error": traceback.format_exc()}), flush=True)
-        sys.exit(1)
-print(json.dumps({"done": len(blocks)}), flush=True)
+        namespace, failed = {"__name__": "__main__"}, None
+    if failed:
+        report = {"block": block["where"], "error": f"not run: {failed} failed"}
+    else:
+        print(json.dumps({"start": block["where"]}), flush=True)
+        try:
+            exec(compile(block["code"], block["where"], "exec"), namespace)
+            report = {"block": block["where"], "error": None}
+        except BaseException:
+            failed = block["where"]
+            report = {"block": block["where"], "error": traceback.format_exc()}
+    print(json.dumps(report), flush=True)
 """
 
 
 def run_blocks(blocks, work_dir, cwd, timeout, env=None):
     """Runs `blocks` in order in one new Python process.
 
+    A block that fails does not stop the others: the chain it belongs to
+    is cut there (the blocks continuing it are reported as not run), and
+    the next chain starts afresh.
+
     Args:
-        blocks: a list of `Block`s of one page.
+        blocks: a list of `Block`s.
         work_dir: a folder for the runner's input.
         cwd: the working directory of the process.
         timeout: seconds before the process is killed.
         env: extra environment variables.
 
     Returns:
-        `(ok, report)`: whether every block ran, and the process's output
-        (which block failed, with its traceback; stderr's tail).
+        `(errors, report)`: a dict `block.where` -> `None` (it ran) or the
+        error (a traceback, or why it did not run), for every block; and
+        the process's stderr's tail, or how it ended if it did not finish.
     """
     path = os.path.join(work_dir, "blocks.json")
     with open(path, "w", encoding="utf-8") as handle:
@@ -166,13 +176,54 @@ def run_blocks(blocks, work_dir, cwd, timeout, env=None):
             text=True,
             timeout=timeout,
         )
+        stdout, report = completed.stdout, completed.stderr[-3000:]
+        if completed.returncode:
+            report = f"the runner exited with status {completed.returncode}\n" + report
     except subprocess.TimeoutExpired as error:
-        started = [
-            json.loads(line)["start"]
-            for line in (error.stdout or b"").decode(errors="replace").splitlines()
-            if line.startswith('{"start"')
-        ]
-        return False, f"timed out after {timeout} s in {started[-1] if started else '?'}"
-    done = any(line.startswith('{"done"') for line in completed.stdout.splitlines())
-    report = completed.stdout[-6000:] + "\n--- stderr ---\n" + completed.stderr[-3000:]
-    return completed.returncode == 0 and done, report
+        stdout = (error.stdout or b"").decode(errors="replace")
+        report = f"timed out after {timeout} s"
+    errors, running = {}, None
+    for line in stdout.splitlines():
+        if line.startswith('{"start"'):
+            running = json.loads(line)["start"]
+        elif line.startswith('{"block"'):
+            reply = json.loads(line)
+            errors[reply["block"]] = reply["error"]
+    for block in blocks:
+        if block.where not in errors:
+            errors[block.where] = (
+                f"{report} (in this block)" if block.where == running else f"not run: {report}"
+            )
+    return errors, report
+
+
+@contextlib.contextmanager
+def _working_directory(path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def exec_blocks(blocks, cwd):
+    """Runs `blocks` in order in this process, each chain in a fresh namespace.
+
+    For blocks whose imports this process has made already (TensorFlow):
+    no start-up to pay. A failing block raises `AssertionError` naming it,
+    from its exception.
+
+    Args:
+        blocks: a list of `Block`s.
+        cwd: the working directory while they run.
+    """
+    namespace = None
+    with _working_directory(cwd):
+        for block in blocks:
+            if not block.continues or namespace is None:
+                namespace = {"__name__": "__main__"}
+            try:
+                exec(compile(block.code, block.where, "exec"), namespace)
+            except Exception as error:
+                raise AssertionError(f"{block.where} failed: {error!r}") from error

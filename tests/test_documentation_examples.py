@@ -21,44 +21,65 @@ from documentation_blocks import python_blocks
 from documentation_blocks import run_blocks
 
 PAGES = documentation_pages()
-PAGES_WITH_PYTHON = [
-    page for page in PAGES if any(not b.after_demo for b in python_blocks(page))
-]
-# Seconds for all the blocks of one page (TensorFlow's start-up included);
-# every block uses tiny data, so a page takes a few seconds to a few tens.
-PAGE_TIMEOUT = 120
+BLOCKS = {page: [b for b in python_blocks(page) if not b.after_demo] for page in PAGES}
+PAGES_WITH_PYTHON = [page for page in PAGES if BLOCKS[page]]
+# Seconds for every block of every page in one process (TensorFlow's
+# start-up and a local tf.data service included); each block uses tiny data.
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def block_errors(tmp_path_factory):
+    """Every page's blocks, run once in one process: `where` -> error or None."""
+    blocks = [block for page in PAGES_WITH_PYTHON for block in BLOCKS[page]]
+    work_dir = str(tmp_path_factory.mktemp("blocks"))
+    errors, _ = run_blocks(blocks, work_dir, cwd=REPOSITORY_ROOT, timeout=TIMEOUT)
+    return errors
 
 
 def test_the_pages_hold_python_blocks():
     # The test below is parametrized by page: a parser that found nothing
     # would pass it vacuously.
     assert "README.md" in PAGES_WITH_PYTHON
-    assert sum(len(python_blocks(page)) for page in PAGES) >= 10
+    assert sum(len(blocks) for blocks in BLOCKS.values()) >= 10
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_PYTHON)
-def test_python_blocks_run_as_written(page, tmp_path):
-    blocks = [block for block in python_blocks(page) if not block.after_demo]
-    ok, report = run_blocks(blocks, str(tmp_path), cwd=REPOSITORY_ROOT, timeout=PAGE_TIMEOUT)
-    assert ok, report
+def test_python_blocks_run_as_written(page, block_errors):
+    failed = {b.where: block_errors[b.where] for b in BLOCKS[page] if block_errors[b.where]}
+    assert not failed, "\n\n".join(f"{where}:\n{error}" for where, error in failed.items())
 
 
-def test_a_failing_block_is_reported_with_its_page_and_line(tmp_path):
+def _page(tmp_path, text):
     page = tmp_path / "page.md"
-    page.write_text(
-        "```python\nx = 1\n```\n\n```python\n# continues the block above\nassert x == 2\n```\n"
+    page.write_text(text)
+    return python_blocks(os.path.relpath(page, REPOSITORY_ROOT))
+
+
+def test_a_failing_block_is_reported_and_the_next_chain_still_runs(tmp_path):
+    blocks = _page(
+        tmp_path,
+        "```python\nx = 1\n```\n\n```python\n# continues the block above\nassert x == 2\n```\n\n"
+        "```python\n# continues the block above\nx = 3\n```\n\n```python\ny = 4\n```\n",
     )
-    blocks = python_blocks(os.path.relpath(page, REPOSITORY_ROOT))
-    ok, report = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
-    assert not ok and "page.md:5" in report and "AssertionError" in report
+    errors, _ = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
+    first, second, third, fourth = (errors[b.where] for b in blocks)
+    assert first is None and fourth is None
+    assert "AssertionError" in second and blocks[1].where in second  # The page and line.
+    assert third == f"not run: {blocks[1].where} failed"
 
 
 def test_a_block_runs_alone_unless_it_says_it_continues(tmp_path):
-    page = tmp_path / "page.md"
-    page.write_text("```python\nx = 1\n```\n\n```python\nprint(x)\n```\n")
-    blocks = python_blocks(os.path.relpath(page, REPOSITORY_ROOT))
-    ok, report = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
-    assert not ok and "NameError" in report
+    blocks = _page(tmp_path, "```python\nx = 1\n```\n\n```python\nprint(x)\n```\n")
+    errors, _ = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=60)
+    assert errors[blocks[0].where] is None and "NameError" in errors[blocks[1].where]
+
+
+def test_a_block_that_hangs_is_named(tmp_path):
+    blocks = _page(tmp_path, "```python\nx = 1\n```\n\n```python\nimport time\ntime.sleep(60)\n```\n")
+    errors, _ = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=5)
+    assert errors[blocks[0].where] is None
+    assert errors[blocks[1].where] == "timed out after 5 s (in this block)"
 
 
 # Shell blocks.
