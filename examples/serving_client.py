@@ -12,16 +12,19 @@ The token ids of a text depend on the vocabulary a run learned (in the
 export's `assets.extra/vocab.txt`). Given texts, the id-level export is
 queried after tokenizing them here, on the client, with that vocabulary
 (`keras_dynmask.text.WordPieceTokenizer`: this one step needs keras_dynmask
-and tensorflow_text on the client; the server needs neither); `--tokenize`
-prints a text's ids as `saved_model_cli run --input_exprs` takes them, or
-with `--json` as a TF Serving REST request's `"inputs"`.
+and tensorflow_text on the client; the server needs neither). `--tokenize`
+prints the inputs of the id-level fill-mask signature for texts (`token_ids`
+and the `[MASK]` `positions`), or with `--seed=A,B` (`--seed=` for fresh
+masks) those of its `mask` signature, as `saved_model_cli run
+--input_exprs` takes them, or with `--json` as a TF Serving REST request's
+`"inputs"`.
 
 Run: `python examples/serving_client.py EXPORT "Return the [MASK] of the
 list." [--json]` (EXPORT: `saved_models/mlm_encoder/1` or
 `saved_models/mlm_encoder_ids/1`), `python examples/serving_client.py
 saved_models/mlm_encoder_ids/1 --ids "2 48 45 4 3" [--json]`, or
 `python examples/serving_client.py saved_models/mlm_encoder_ids/1
---tokenize "Return the [MASK] of the list." [--json]`
+--tokenize "Return the [MASK] of the list." [--seed=7,42] [--json]`
 """
 
 import json
@@ -111,23 +114,6 @@ def tokenize(export_dir, texts):
     ids = ids.numpy().astype("int32")
     positions, _ = mask_positions(ids, tokenizer.mask_id)
     return ids, positions
-
-
-def input_exprs(token_ids, positions=None):
-    """`saved_model_cli run --input_exprs` for an id-level signature.
-
-    Args:
-        token_ids: int `[B, T]` array.
-        positions: `None` (the `mask` signature), or int `[B, M]` (the
-            fill-mask `serving_default`).
-
-    Returns:
-        A str, e.g. `"token_ids=[[2, 48, 4, 3]];positions=[[2]]"`.
-    """
-    text = f"token_ids={np.asarray(token_ids).tolist()}"
-    if positions is not None:
-        text += f";positions={np.asarray(positions).tolist()}"
-    return text
 
 
 def fill_mask(loaded, texts):
@@ -306,16 +292,18 @@ def main(argv=None):
         print(__doc__.strip().split("\n\n")[-1])
         return 2
     if argv[1] == "--tokenize":
-        ids, positions = tokenize(argv[0], argv[2:])
-        if not (ids == vocabulary(argv[0]).index("[MASK]")).any():
-            positions = None  # For the `mask` signature.
+        seed = [a for a in argv[2:] if a.startswith("--seed=")]
+        texts = [a for a in argv[2:] if not a.startswith("--seed=")]
+        ids, positions = tokenize(argv[0], texts)
+        inputs = {"token_ids": ids.tolist()}
+        if seed:  # The `mask` signature's inputs.
+            inputs["seed"] = [int(s) for s in seed[-1][len("--seed="):].split(",") if s]
+        else:  # The fill-mask `serving_default`'s.
+            inputs["positions"] = positions.tolist()
         if as_json:
-            inputs = {"token_ids": ids.tolist()}
-            if positions is not None:
-                inputs["positions"] = positions.tolist()
             print(json.dumps(inputs))
         else:
-            print(input_exprs(ids, positions))
+            print(";".join(f"{key}={value}" for key, value in inputs.items()))
         return 0
     if argv[1] == "--ids":
         rows = [[int(i) for i in text.split()] for text in argv[2:]]

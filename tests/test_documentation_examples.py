@@ -126,6 +126,6 @@ def test_shell_blocks_name_scripts_flags_and_targets_that_exist():
             for word in words[words.index(script) + 1 :]:
                 flag = word.strip("[]").split("=")[0]
                 if flag.startswith("--"):
-                    assert f'"{flag}"' in source, f"{where}: {script} has no flag {flag}"
+                    assert f'"{flag}' in source, f"{where}: {script} has no flag {flag}"
             checked += 1
     assert checked >= 10
