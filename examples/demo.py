@@ -49,7 +49,8 @@ import serving_client  # noqa: E402
 # is one of the COMMON_WORDS most frequent words of the training text, is a
 # single wordpiece (one [MASK] stands for it), and is not one of the
 # SKIP_COMMONEST most frequent (the, of, a, to, ...: function words that
-# show little of what the model learned).
+# show little of what the model learned). The first QUERY_COUNT are shown;
+# the score over every passage the rule admits is printed below them.
 QUERY_COUNT = 5
 QUERY_WORDS = (6, 14)
 COMMON_WORDS = 300
@@ -86,7 +87,7 @@ def pick_queries(corpus, vocabulary, count=QUERY_COUNT):
         corpus: the `Corpus` trained on; queries come from its validation
             split.
         vocabulary: the tokenizer's pieces.
-        count: int, the most queries to return.
+        count: int, the most queries to return, or `None` for all.
 
     Returns:
         A list of `(query, word)`: the passage with one `[MASK]`, and the
@@ -106,7 +107,7 @@ def pick_queries(corpus, vocabulary, count=QUERY_COUNT):
                 words[i] = token.replace(core, "[MASK]", 1)
                 queries.append((" ".join(words), core.lower()))
                 break
-        if len(queries) == count:
+        if count is not None and len(queries) == count:
             break
     return queries
 
@@ -123,19 +124,43 @@ def judged(answer, word):
     return serving_client.format_answer(answer) + f"\n  held-out word: {word} ({verdict})"
 
 
-def query_text_export(result, queries):
-    """Fill-mask through the text export, loaded with plain TensorFlow."""
+def scores(answers, queries):
+    """`(top-1 right, in the top k)` counts of `answers` to `queries`."""
+    words = [word for _, word in queries]
+    top1 = sum(a["masks"][0][0][0] == word for a, word in zip(answers, words))
+    topk = sum(word in [t for t, _ in a["masks"][0]] for a, word in zip(answers, words))
+    return top1, topk
+
+
+def query_text_export(result, queries, every_query):
+    """Fill-mask through the text export, loaded with plain TensorFlow.
+
+    Args:
+        result: what `pretrain_mlm.run` returned.
+        queries: the `(query, word)` pairs to show.
+        every_query: every pair the rule admits (`queries` first), scored.
+
+    Returns:
+        The loaded export.
+    """
     print(f"\nFill-mask through the exported SavedModel ({result['export_dir']}),")
     print("loaded with plain TensorFlow, on held-out sentences picked by the")
     print("demo's rule (demo.pick_queries: the first common word of each masked):\n")
     loaded = serving_client.load(result["export_dir"])
-    answers = serving_client.fill_mask(loaded, [query for query, _ in queries])
-    print("\n\n".join(judged(a, word) for a, (_, word) in zip(answers, queries)))
-    top1 = sum(a["masks"][0][0][0] == word for a, (_, word) in zip(answers, queries))
-    topk = sum(word in [t for t, _ in a["masks"][0]] for a, (_, word) in zip(answers, queries))
+    answers = serving_client.fill_mask(loaded, [query for query, _ in every_query])
+    shown = answers[: len(queries)]
+    print("\n\n".join(judged(a, word) for a, (_, word) in zip(shown, queries)))
+    k = len(answers[0]["masks"][0])
+    top1, topk = scores(shown, queries)
     print(
-        f"\nThe held-out word is the top answer for {top1} of {len(queries)} queries, "
-        f"among the top {len(answers[0]['masks'][0])} for {topk}."
+        f"\nThe held-out word is the top answer for {top1} of these {len(queries)}, "
+        f"among the top {k} for {topk}."
+    )
+    top1, topk = scores(answers, every_query)
+    n = len(every_query)
+    print(
+        f"Over all {n} held-out passages the rule admits: the top answer for {top1} "
+        f"({100 * top1 / n:.0f} %), among the top {k} for {topk} ({100 * topk / n:.0f} %)."
     )
     return loaded
 
@@ -207,12 +232,13 @@ def train_and_query(args, corpus, stopwatch):
         What `pretrain_mlm.run` returns.
     """
     result = pretrain_mlm.run(args, corpus, stopwatch=stopwatch)
-    queries = pick_queries(corpus, result["tokenizer"].vocabulary)
+    every_query = pick_queries(corpus, result["tokenizer"].vocabulary, count=None)
+    queries = every_query[:QUERY_COUNT]
     if not queries:
         print("\nNo held-out passage fits the query rule (see demo.pick_queries).")
         return result
     with stopwatch.phase("fill-mask (text export)"):
-        loaded = query_text_export(result, queries)
+        loaded = query_text_export(result, queries, every_query)
     with stopwatch.phase("served masking"):
         show_masking(loaded, serving_client.vocabulary(result["export_dir"]), MASKING_EXAMPLE)
     with stopwatch.phase("required ops"):

@@ -110,7 +110,8 @@ def tiny_demo(tmp_path_factory, tiny_flags):
         A dict: `"argv"` (the flags), `"status"` (what `demo.main` returned), `"printed"` (its
         standard output), `"output"` (the `--output` path, a
         `pathlib.Path`), `"result"` (what `pretrain_mlm.run` returned
-        inside it) and `"queries"` (what `demo.pick_queries` returned).
+        inside it) and `"queries"` (every query `demo.pick_queries`
+        admitted; the demo shows the first `demo.QUERY_COUNT`).
     """
     import demo
     import pretrain_mlm

@@ -29,7 +29,7 @@ def test_demo_trains_exports_and_answers_through_the_saved_model(tiny_demo):
     assert tiny_demo["status"] == 0
     assert "Held-out masked LM (fixed masking): loss" in printed
     assert "loaded with plain TensorFlow" in printed
-    queries = tiny_demo["queries"]
+    queries = tiny_demo["queries"][: demo.QUERY_COUNT]
     assert queries, "the tiny run found no query by the rule"
     for query, _ in queries:
         assert query in printed
@@ -65,8 +65,10 @@ def test_demo_queries_follow_the_stated_rule(tiny_demo):
     args = pretrain_mlm.parse_args(tiny_demo["argv"])
     corpus = pretrain_mlm.load(args)
     vocabulary = tiny_demo["result"]["tokenizer"].vocabulary
-    queries = demo.pick_queries(corpus, vocabulary)
-    assert queries == tiny_demo["queries"]
+    every_query = demo.pick_queries(corpus, vocabulary, count=None)
+    assert every_query == tiny_demo["queries"]
+    queries = every_query[: demo.QUERY_COUNT]
+    assert demo.pick_queries(corpus, vocabulary) == queries
     printed = tiny_demo["printed"]
     verdicts = re.findall(r"  held-out word: (\w+) \((.*)\)", printed)
     assert [word for word, _ in verdicts] == [word for _, word in queries]
@@ -81,7 +83,13 @@ def test_demo_queries_follow_the_stated_rule(tiny_demo):
             assert verdict == f"in the top 3 (rank {candidates.index(word) + 1})"
         else:
             assert verdict == "not in the top 3"
-    assert f"is the top answer for {right} of {len(queries)} queries" in printed
+    assert f"is the top answer for {right} of these {len(queries)}," in printed
+    # Every passage the rule admits is scored too (the shown ones among them).
+    (top1, topk), = re.findall(
+        rf"Over all {len(every_query)} held-out passages the rule admits: the top "
+        r"answer for (\d+) \(\d+ %\), among the top 3 for (\d+)", printed
+    )
+    assert right <= int(top1) <= int(topk) <= len(every_query)
 
 
 def test_pick_queries_masks_the_first_common_word_of_held_out_prose():
