@@ -8,7 +8,8 @@
 2. loads that SavedModel with plain TensorFlow (`tf.saved_model.load`, as
    `examples/serving_client.py` does: no Keras, no keras_dynmask) and asks
    it to fill in the `[MASK]` of held-out sentences chosen by a fixed rule
-   (`pick_queries`), saying for each whether it found the word;
+   (`pick_queries`), saying for each whether it found the word, and how
+   often it does over every passage the rule admits;
 3. calls the export's `mask` signature, the served dynamic masking;
 4. lists both exports with the ops each needs beyond core TensorFlow
    (`keras_dynmask.export.required_ops`): the text export needs
