@@ -115,8 +115,10 @@ def pick_queries(corpus, vocabulary, count=QUERY_COUNT):
 
 def judged(answer, word):
     """`format_answer`'s lines and a line saying where the hidden word ranks."""
-    candidates = [token for token, _ in answer["masks"][0]]
-    if candidates[0] == word:
+    candidates = [token for token, _ in answer["masks"][0]] if answer["masks"] else []
+    if not candidates:
+        verdict = "not answered: the [MASK] lies past the model's sequence length"
+    elif candidates[0] == word:
         verdict = "top-1 right"
     elif word in candidates:
         verdict = f"in the top {len(candidates)} (rank {candidates.index(word) + 1})"
@@ -126,10 +128,15 @@ def judged(answer, word):
 
 
 def scores(answers, queries):
-    """`(top-1 right, in the top k)` counts of `answers` to `queries`."""
+    """`(top-1 right, in the top k)` counts of `answers` to `queries`.
+
+    A query whose `[MASK]` lies past the model's sequence length has no
+    answer and counts as not found.
+    """
+    candidates = [[t for t, _ in a["masks"][0]] if a["masks"] else [] for a in answers]
     words = [word for _, word in queries]
-    top1 = sum(a["masks"][0][0][0] == word for a, word in zip(answers, words))
-    topk = sum(word in [t for t, _ in a["masks"][0]] for a, word in zip(answers, words))
+    top1 = sum(c[:1] == [word] for c, word in zip(candidates, words))
+    topk = sum(word in c for c, word in zip(candidates, words))
     return top1, topk
 
 
@@ -151,7 +158,7 @@ def query_text_export(result, queries, every_query):
     answers = serving_client.fill_mask(loaded, [query for query, _ in every_query])
     shown = answers[: len(queries)]
     print("\n\n".join(judged(a, word) for a, (_, word) in zip(shown, queries)))
-    k = len(answers[0]["masks"][0])
+    k = max(len(a["masks"][0]) for a in answers if a["masks"]) if any(a["masks"] for a in answers) else 0
     top1, topk = scores(shown, queries)
     print(
         f"\nThe held-out word is the top answer for {top1} of these {len(queries)}, "
