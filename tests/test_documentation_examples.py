@@ -77,9 +77,9 @@ def test_a_block_runs_alone_unless_it_says_it_continues(tmp_path):
 
 def test_a_block_that_hangs_is_named(tmp_path):
     blocks = _page(tmp_path, "```python\nx = 1\n```\n\n```python\nimport time\ntime.sleep(60)\n```\n")
-    errors, _ = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=5)
+    errors, _ = run_blocks(blocks, str(tmp_path), cwd=str(tmp_path), timeout=3)
     assert errors[blocks[0].where] is None
-    assert errors[blocks[1].where] == "timed out after 5 s (in this block)"
+    assert errors[blocks[1].where] == "timed out after 3 s (in this block)"
 
 
 # Shell blocks.
