@@ -9,6 +9,7 @@ the parts that are the same in all of them.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -16,12 +17,15 @@ import sys
 import tempfile
 import time
 
-import keras
-import tensorflow as tf
-
-from keras_dynmask.text import WordPieceTokenizer
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quiet_start  # noqa: E402  (the examples' TensorFlow start-up)
+
+tf = quiet_start.import_tensorflow()
+
+import keras  # noqa: E402
+
+from keras_dynmask.text import WordPieceTokenizer  # noqa: E402
+
 from corpora import load_corpus  # noqa: E402  (the examples' corpora)
 
 # The repository's root: the default output folders lie below it.
@@ -136,7 +140,10 @@ def add_steps_per_epoch_flag(parser):
 
 
 def add_verbose_flag(parser):
-    """Adds `--verbose`, Keras' `fit` verbosity (0, 1 or 2; default 1).
+    """Adds `--verbose`, Keras' `fit` verbosity (0, 1 or 2).
+
+    The default is `default_verbosity()`: a progress bar on a terminal, one
+    line per epoch when the output goes to a file or a pipe.
 
     Args:
         parser: an `argparse.ArgumentParser`.
@@ -144,27 +151,55 @@ def add_verbose_flag(parser):
     parser.add_argument(
         "--verbose",
         type=int,
-        default=1,
+        default=None,
         choices=(0, 1, 2),
-        help="Keras: 1 progress bar, 2 one line per epoch",
+        help="Keras: 0 silent, 1 progress bar, 2 one line per epoch "
+        "(default: 1 on a terminal, else 2)",
     )
 
 
-def add_training_job_flags(parser, epochs, output, sequence_length):
+def default_verbosity(stream=None):
+    """Keras' `fit` verbosity for output to `stream` (default: stdout).
+
+    A progress bar (1) redraws itself many times a second; on a terminal
+    that is one line, but written to a file or a pipe every redraw stays,
+    hundreds of kilobytes for a run of minutes. There it is one line per
+    epoch (2).
+
+    Args:
+        stream: a file object, or `None` for `sys.stdout`.
+
+    Returns:
+        1 or 2.
+    """
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
+
+
+def verbosity(args):
+    """`--verbose` as given, else `default_verbosity()`."""
+    return default_verbosity() if args.verbose is None else args.verbose
+
+
+def add_training_job_flags(parser, epochs, output, sequence_length, **model_defaults):
     """Adds the flags of a script that trains one model and exports it.
 
     `add_export_job_flags`, `add_model_flags` (with the common defaults
-    but `sequence_length`), `--max-passages`, `--steps-per-epoch` and
-    `--verbose`; the script adds its own flags after these.
+    but `sequence_length` and `model_defaults`), `--max-passages`,
+    `--steps-per-epoch` and `--verbose`; the script adds its own flags
+    after these.
 
     Args:
         parser: an `argparse.ArgumentParser`, from `new_parser`.
         epochs: int, the default `--epochs`.
         output: str, the default `--output`.
         sequence_length: int, the default `--sequence-length`.
+        **model_defaults: other defaults of `add_model_flags`, e.g.
+            `batch_size=64`.
     """
     add_export_job_flags(parser, epochs, output)
-    add_model_flags(parser, sequence_length=sequence_length)
+    add_model_flags(parser, sequence_length=sequence_length, **model_defaults)
     add_max_passages_flag(parser)
     add_steps_per_epoch_flag(parser)
     add_verbose_flag(parser)
@@ -285,13 +320,24 @@ def learn_tokenizer(corpus, vocabulary_size, sequence_length=None, verbose=True)
     Returns:
         A `WordPieceTokenizer`.
     """
+    if verbose:
+        print(
+            f"Learning a WordPiece vocabulary of about {vocabulary_size:,} pieces "
+            f"from {len(corpus.train):,} passages...",
+            flush=True,
+        )
+    start = time.perf_counter()
     tokenizer = WordPieceTokenizer.learn(
         corpus.dataset("train"),
         vocabulary_size=vocabulary_size,
         sequence_length=sequence_length,
     )
     if verbose:
-        print(f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens")
+        print(
+            f"WordPiece vocabulary: {tokenizer.vocabulary_size} tokens "
+            f"({time.perf_counter() - start:.0f}s)",
+            flush=True,
+        )
     return tokenizer
 
 
@@ -469,6 +515,79 @@ def report_bad_input(error):
     return BAD_INPUT_EXIT_STATUS
 
 
+def cpu_seconds():
+    """CPU seconds (user + system) of this process and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class Stopwatch:
+    """Wall and CPU seconds per phase of a job, for a summary at its end.
+
+    CPU seconds count every thread of the process (TensorFlow's included)
+    and the child processes it waited for, so on 2 cores a phase may take
+    up to twice its wall time in CPU; far less means it waited, for the
+    disk or for other processes on a busy machine.
+
+    Args:
+        started: `None` (now), or `(time.perf_counter(), cpu_seconds())`
+            taken when the job began, e.g. before importing TensorFlow; the
+            time before the first phase is reported as start-up.
+    """
+
+    def __init__(self, started=None):
+        self.started, self.started_cpu = started or (time.perf_counter(), cpu_seconds())
+        self.phases = {}
+
+    @contextlib.contextmanager
+    def phase(self, name, message=None):
+        """Times the `with` block as phase `name` (added to earlier ones).
+
+        Args:
+            name: str, the phase's name in the summary.
+            message: `None`, or a str printed when the phase begins.
+        """
+        if message:
+            print(message, flush=True)
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        try:
+            yield
+        finally:
+            spent = self.phases.setdefault(name, [0.0, 0.0])
+            spent[0] += time.perf_counter() - wall
+            spent[1] += cpu_seconds() - cpu
+
+    def total_wall(self):
+        """Wall seconds since the job began."""
+        return time.perf_counter() - self.started
+
+    def wall_seconds(self):
+        """Wall seconds per phase, a dict in the order the phases began."""
+        return {name: spent[0] for name, spent in self.phases.items()}
+
+    def summary(self, title="Where the time went"):
+        """A table: each phase's wall and CPU seconds and share of the total.
+
+        The rest of the total (start-up and imports before the first phase,
+        anything between phases) is one more row.
+        """
+        total_wall = self.total_wall()
+        total_cpu = cpu_seconds() - self.started_cpu
+        rows = list(self.phases.items())
+        rest = [
+            total_wall - sum(w for w, _ in self.phases.values()),
+            total_cpu - sum(c for _, c in self.phases.values()),
+        ]
+        rows.append(("start-up and the rest", rest))
+        width = max(len(name) for name, _ in rows + [("total", None)])
+        lines = [f"{title} (wall seconds, CPU seconds of all threads):"]
+        for name, (wall, cpu) in rows:
+            share = 100 * wall / total_wall if total_wall > 0 else 0.0
+            lines.append(f"  {name:<{width}}  {wall:6.1f} s  {share:3.0f} %   CPU {cpu:6.1f} s")
+        lines.append(f"  {'total':<{width}}  {total_wall:6.1f} s  100 %   CPU {total_cpu:6.1f} s")
+        return "\n".join(lines)
+
+
 def format_stages(seconds):
     """`"corpus 3s, train 95s"`: seconds per stage, in the order run.
 
@@ -492,7 +611,8 @@ def run_from_command_line(args, load, run, done_message="Done in"):
         load: function `args -> corpus`; raises one of `BAD_INPUT_ERRORS`
             on a bad corpus.
         run: function `(args, corpus) -> result`, the result a dict with
-            `"seconds"` (stage name -> seconds).
+            `"seconds"` (stage name -> seconds), and optionally
+            `"stopwatch"` (a `Stopwatch`, whose summary is printed instead).
         done_message: str, what the closing line starts with.
 
     Returns:
@@ -504,8 +624,12 @@ def run_from_command_line(args, load, run, done_message="Done in"):
     except BAD_INPUT_ERRORS as error:
         return report_bad_input(error)
     result = run(args, corpus)
-    print(
-        f"{done_message} {time.perf_counter() - started:.0f}s "
-        f"({format_stages(result['seconds'])})"
-    )
+    if "stopwatch" in result:
+        print(f"{done_message} {result['stopwatch'].total_wall():.0f}s.")
+        print(result["stopwatch"].summary())
+    else:
+        print(
+            f"{done_message} {time.perf_counter() - started:.0f}s "
+            f"({format_stages(result['seconds'])})"
+        )
     return 0

@@ -364,7 +364,7 @@ def run(args, corpus=None):
         f"{validation_steps} held-out batches"
     )
     history, seconds["train"] = example_common.timed_fit(
-        model, train, validation, args.epochs, args.verbose, shuffle=False
+        model, train, validation, args.epochs, example_common.verbosity(args), shuffle=False
     )
 
     start = time.perf_counter()

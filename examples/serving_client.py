@@ -8,10 +8,23 @@ SavedModel as TF Serving does. `keras_dynmask` and Keras are not used. This
 is what a serving process does with the folders `examples/pretrain_mlm.py`
 writes.
 
-Run: `python examples/serving_client.py saved_models/mlm_encoder/1
-"Return the [MASK] of the list." [--json]`, or with the id-level export
-and token ids: `python examples/serving_client.py
-saved_models/mlm_encoder_ids/1 --ids "2 48 45 4 3" [--json]`
+The token ids of a text depend on the vocabulary a run learned (in the
+export's `assets.extra/vocab.txt`). Given texts, the id-level export is
+queried after tokenizing them here, on the client, with that vocabulary
+(`keras_dynmask.text.WordPieceTokenizer`: this one step needs keras_dynmask
+and tensorflow_text on the client; the server needs neither). `--tokenize`
+prints the inputs of the id-level fill-mask signature for texts (`token_ids`
+and the `[MASK]` `positions`), or with `--seed=A,B` (`--seed=` for fresh
+masks) those of its `mask` signature, as `saved_model_cli run
+--input_exprs` takes them, or with `--json` as a TF Serving REST request's
+`"inputs"`.
+
+Run: `python examples/serving_client.py EXPORT "Return the [MASK] of the
+list." [--json]` (EXPORT: `saved_models/mlm_encoder/1` or
+`saved_models/mlm_encoder_ids/1`), `python examples/serving_client.py
+saved_models/mlm_encoder_ids/1 --ids "2 48 45 4 3" [--json]`, or
+`python examples/serving_client.py saved_models/mlm_encoder_ids/1
+--tokenize "Return the [MASK] of the list." [--seed=7,42] [--json]`
 """
 
 import json
@@ -21,7 +34,11 @@ import sys
 import tempfile
 
 import numpy as np
-import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quiet_start  # noqa: E402  (TensorFlow's start-up, without the GPU probe's chatter)
+
+tf = quiet_start.import_tensorflow()
 
 
 def load(export_dir):
@@ -64,6 +81,39 @@ def vocabulary(export_dir):
     path = os.path.join(export_dir, "assets.extra", "vocab.txt")
     with open(path, encoding="utf-8") as handle:
         return handle.read().split("\n")[:-1]
+
+
+def is_id_level(loaded):
+    """Whether a loaded export's `serving_default` takes token ids, not text."""
+    _, inputs = loaded.signatures["serving_default"].structured_input_signature
+    return "token_ids" in inputs
+
+
+def tokenize(export_dir, texts):
+    """Token ids of `texts` in the export's vocabulary, as its inputs take them.
+
+    Tokenizes on the client with `keras_dynmask.text.WordPieceTokenizer`
+    and the export's `assets.extra/vocab.txt` (the tokenizer the export was
+    trained with), so this needs keras_dynmask and tensorflow_text here.
+
+    Args:
+        export_dir: the version folder.
+        texts: list of str.
+
+    Returns:
+        `(token_ids, positions)`: int32 `[B, T]` ids, `[CLS] ... [SEP]`,
+        padded with 0 to the longest text, and int32 `[B, M]`, the
+        `[MASK]` positions of each row (`mask_positions`).
+    """
+    from keras_dynmask.text import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer.from_file(
+        os.path.join(export_dir, "assets.extra", "vocab.txt")
+    )
+    ids = tokenizer(tf.constant(texts, tf.string), pad_to_sequence_length=False)
+    ids = ids.numpy().astype("int32")
+    positions, _ = mask_positions(ids, tokenizer.mask_id)
+    return ids, positions
 
 
 def fill_mask(loaded, texts):
@@ -172,6 +222,17 @@ def fill_mask_ids(outputs, token_ids, vocabulary, mask_id):
     return answers
 
 
+def fill_mask_at_ids(loaded, export_dir, token_ids):
+    """`fill_mask_ids` answers of a loaded id-level export for `token_ids`."""
+    vocab = vocabulary(export_dir)
+    positions, _ = mask_positions(token_ids, vocab.index("[MASK]"))
+    out = loaded.signatures["serving_default"](
+        token_ids=tf.constant(token_ids), positions=tf.constant(positions)
+    )
+    out = {k: v.numpy() for k, v in out.items()}
+    return fill_mask_ids(out, token_ids, vocab, vocab.index("[MASK]"))
+
+
 def words(pieces):
     """Wordpieces joined into words: `["re", "##turn", "it"]` -> `"return it"`."""
     return " ".join(pieces).replace(" ##", "")
@@ -230,19 +291,31 @@ def main(argv=None):
     if len(argv) < 2 or argv[0] in ("-h", "--help"):
         print(__doc__.strip().split("\n\n")[-1])
         return 2
+    if argv[1] == "--tokenize":
+        seed = [a for a in argv[2:] if a.startswith("--seed=")]
+        texts = [a for a in argv[2:] if not a.startswith("--seed=")]
+        ids, positions = tokenize(argv[0], texts)
+        inputs = {"token_ids": ids.tolist()}
+        if seed:  # The `mask` signature's inputs.
+            inputs["seed"] = [int(s) for s in seed[-1][len("--seed="):].split(",") if s]
+        else:  # The fill-mask `serving_default`'s.
+            inputs["positions"] = positions.tolist()
+        if as_json:
+            print(json.dumps(inputs))
+        else:
+            print(";".join(f"{key}={value}" for key, value in inputs.items()))
+        return 0
     if argv[1] == "--ids":
-        vocab = vocabulary(argv[0])
         rows = [[int(i) for i in text.split()] for text in argv[2:]]
         width = max(len(row) for row in rows)
         ids = np.array([row + [0] * (width - len(row)) for row in rows], "int32")
-        positions, _ = mask_positions(ids, vocab.index("[MASK]"))
-        out = load_ids(argv[0]).signatures["serving_default"](
-            token_ids=tf.constant(ids), positions=tf.constant(positions)
-        )
-        out = {k: v.numpy() for k, v in out.items()}
-        answers = fill_mask_ids(out, ids, vocab, vocab.index("[MASK]"))
+        answers = fill_mask_at_ids(load_ids(argv[0]), argv[0], ids)
     else:
-        answers = fill_mask(load(argv[0]), argv[1:])
+        loaded = load(argv[0])
+        if is_id_level(loaded):
+            answers = fill_mask_at_ids(loaded, argv[0], tokenize(argv[0], argv[1:])[0])
+        else:
+            answers = fill_mask(loaded, argv[1:])
     if as_json:
         print(json.dumps(answers))
     else:

@@ -416,7 +416,7 @@ def run(args, corpus=None):
         f"{args.batch_size}x{args.sequence_length} packed tokens per epoch"
     )
     history, seconds["train"] = example_common.timed_fit(
-        model, train, validation, args.epochs, args.verbose, shuffle=False
+        model, train, validation, args.epochs, example_common.verbosity(args), shuffle=False
     )
 
     start = time.perf_counter()

@@ -103,35 +103,49 @@ def tiny_demo(tmp_path_factory, tiny_flags):
     encoder. The flags are `_TINY` plus `MLM_LEARNS` (so the run learns
     measurably) and `--top-k 3`.
 
+    `--verbose` is left to the demo's default: its output goes to a
+    `StringIO`, not a terminal, as `make demo > log` would.
+
     Returns:
         A dict: `"argv"` (the flags), `"status"` (what `demo.main` returned), `"printed"` (its
         standard output), `"output"` (the `--output` path, a
-        `pathlib.Path`) and `"result"` (what `pretrain_mlm.run` returned
-        inside it).
+        `pathlib.Path`), `"result"` (what `pretrain_mlm.run` returned
+        inside it) and `"queries"` (every query `demo.pick_queries`
+        admitted; the demo shows the first `demo.QUERY_COUNT`).
     """
     import demo
     import pretrain_mlm
 
     output = tmp_path_factory.mktemp("demo") / "mlm_encoder"
-    results = []
-    real_run = pretrain_mlm.run
+    results, queries = [], []
+    real_run, real_pick = pretrain_mlm.run, demo.pick_queries
 
     def recorded_run(*args, **kwargs):
         results.append(real_run(*args, **kwargs))
         return results[-1]
 
+    def recorded_pick(*args, **kwargs):
+        queries.append(real_pick(*args, **kwargs))
+        return queries[-1]
+
+    flags = list(tiny_flags)
+    verbose = flags.index("--verbose")
+    del flags[verbose : verbose + 2]
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(pretrain_mlm, "run", recorded_run)
-        argv = tiny_flags + MLM_LEARNS + ["--top-k", "3", "--output", str(output)]
+        patch.setattr(demo, "pick_queries", recorded_pick)
+        argv = flags + MLM_LEARNS + ["--top-k", "3", "--output", str(output)]
         status = demo.main(argv)
     assert len(results) == 1, "demo.main must train through pretrain_mlm.run once"
+    assert len(queries) == 1, "demo.main must pick its queries once"
     return {
         "argv": argv,
         "status": status,
         "printed": printed.getvalue(),
         "output": output,
         "result": results[0],
+        "queries": queries[0],
     }
 
 

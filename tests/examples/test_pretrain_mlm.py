@@ -326,4 +326,17 @@ def test_serving_client_command_line_on_both_exports(trained, served, capsys):
     (answer,) = json.loads(capsys.readouterr().out)
     assert len(answer["masks"]) == 1 and len(answer["masks"][0]) == 3
     assert answer["filled"] == answer["masks"][0][0][0]  # alone, nothing to join to
+    # --tokenize: a signature's inputs, in the vocabulary of the run.
+    ids_dir, tokenizer = trained["ids_export_dir"], trained["tokenizer"]
+    expected = tokenizer([TEXTS[2]], pad_to_sequence_length=False).numpy().tolist()
+    assert serving_client.main([ids_dir, "--tokenize", "--json", TEXTS[2]]) == 0
+    positions = [i for i, t in enumerate(expected[0]) if t == tokenizer.mask_id]
+    assert json.loads(capsys.readouterr().out) == {"token_ids": expected, "positions": [positions]}
+    assert len(positions) == 3
+    assert serving_client.main([ids_dir, "--tokenize", "--seed=7,42", TEXTS[2]]) == 0
+    assert capsys.readouterr().out == f"token_ids={expected};seed=[7, 42]\n"
+    # Text to the id-level export: tokenized here, then the text export's answers.
+    assert serving_client.main([ids_dir, "--json", TEXTS[2]]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert [[c[0] for c in m] for m in answer["masks"]] == fill["tokens"][2]
     assert serving_client.main(["--help"]) == 2
