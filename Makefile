@@ -18,11 +18,13 @@ DOCS_EXTRAS := text docs
 .PHONY: demo test test-oldest bench docs install clean
 
 $(VENV)/.created:
+	@echo "Setting up $(VENV) (first run only: a few minutes of pip)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	touch $@
 
 $(VENV)/.installed-%: pyproject.toml setup.py | $(VENV)/.created
+	@echo "Installing keras_dynmask with the extras: $*"
 	$(PY) -m pip install --quiet -e ".[$(subst -,$(comma),$*)]"
 	touch $@
 
