@@ -150,6 +150,11 @@ class MaskingLayer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self.called_inside_model = False
+        if type(self).build is MaskingLayer.build:
+            # Nothing to build: built from the start (so an uncalled layer
+            # exports). A subclass with a `build` of its own starts unbuilt,
+            # and Keras calls its `build` before the first call.
+            self.built = True
 
     def __call__(self, *args, **kwargs):
         # Read here, before Keras opens this layer's own call context.
