@@ -144,3 +144,13 @@ def test_first_import_is_safe_and_light():
     loads_tensorflow = "True" if BACKEND == "tensorflow" else "False"
     assert result.stdout.split() == [BACKEND, "[[True,", "True,", "False]]", loads_tensorflow]
     assert keras_dynmask.PaddingMask is PaddingMask
+
+
+def test_in_a_grain_pipeline(as_numpy):
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.source([IDS, IDS[::-1]]).map(PaddingMask(output_mode="attention"))
+    np.testing.assert_array_equal(
+        as_numpy(dataset[1]), (IDS[::-1] != 0)[:, :, None] & (IDS[::-1] != 0)[:, None, :]
+    )
+    causal = grain.MapDataset.source([IDS]).map(lambda ids: CausalMask(window=2)(ids, padding_mask=ids != 0))
+    np.testing.assert_array_equal(as_numpy(causal[0]), reference_causal(IDS, 2))
