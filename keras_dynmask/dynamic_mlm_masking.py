@@ -354,10 +354,7 @@ class DynamicMLMMasking(MaskingLayer):
         return self._format(rest, token_ids, corrupted, selected, targets)
 
     def _mask_on_backend(self, ops, token_ids, seed, rate, word_ids=None):
-        if seed is None:
-            seed = self._backend_seeds.next()
-        else:
-            seed = validation.backend_call_seed(seed)
+        seed = seeds.backend_call_seed(seed, self._backend_seeds)
         options = dict(
             excluded_ids=self.excluded_ids,
             vocabulary_size=self.vocabulary_size,

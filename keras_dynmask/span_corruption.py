@@ -400,10 +400,7 @@ class SpanCorruption(MaskingLayer):
             density = rate_schedules.backend_rate_for_call(
                 self._noise_density, self._noise_steps, step
             )
-            if seed is None:
-                seed = self._backend_seeds.next()
-            else:
-                seed = validation.backend_call_seed(seed)
+            seed = seeds.backend_call_seed(seed, self._backend_seeds)
         else:
             seed = ops.zeros((2,), "int32")
         inputs_ids, targets = span_noise.corrupt_spans(

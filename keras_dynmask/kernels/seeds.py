@@ -145,6 +145,14 @@ def backend_content_seed(base_seed, token_ids):
     return ops.fold_seed(base + fingerprint, 1)
 
 
+def backend_call_seed(seed, generator):
+    """`call_seed` on JAX and PyTorch: a call-time `seed` (checked), else the
+    next seed of the layer's `keras.random.SeedGenerator`."""
+    if seed is None:
+        return generator.next()
+    return validation.backend_call_seed(seed)
+
+
 def call_seed(seed, generator):
     """The shape-`[2]` seed of one layer call.
 
