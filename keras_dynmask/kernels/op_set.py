@@ -131,6 +131,7 @@ KERAS = types.SimpleNamespace(
     sort=keras.ops.sort,
     take_along_axis=keras.ops.take_along_axis,
     take=keras.ops.take,
+    scatter=keras.ops.scatter,
     minimum=keras.ops.minimum,
     maximum=keras.ops.maximum,
     round=keras.ops.round,
@@ -177,6 +178,11 @@ def _make_tensorflow_ops():
     def argsort(x, axis=-1):
         return tf.argsort(x, axis=axis, stable=True)
 
+    def scatter(indices, values, shape):
+        # Values at repeated indices add up, as keras.ops.scatter's do.
+        shape = tf.stack([tf.cast(dim, indices.dtype) for dim in shape])
+        return tf.scatter_nd(indices, values, shape)
+
     def convert(x, dtype=None):
         if isinstance(x, (tf.Tensor, tf.RaggedTensor, tf.Variable)) and dtype is None:
             return x
@@ -207,6 +213,7 @@ def _make_tensorflow_ops():
         sort=lambda x, axis=-1: tf.sort(x, axis=axis),
         take_along_axis=lambda x, indices, axis: tf.gather(x, indices, batch_dims=1, axis=axis),
         take=tf.gather,
+        scatter=scatter,
         minimum=tf.minimum,
         maximum=tf.maximum,
         round=tf.round,
