@@ -91,11 +91,14 @@ def test_fit_trains_the_mask_vector_and_only_training_masks(tmp_path, as_numpy, 
     x = [FEATURES[:64], PADDING[:64]]
     model.fit(x, np.zeros((64, WIDTH, DEPTH), "float32"), batch_size=32, verbose=0)
     assert not np.allclose(as_numpy(layer.mask_vector), before)
-    hidden, mask = model.predict(x, verbose=0)
+    _, mask = model.predict(x, verbose=0)
     assert not mask.any()
-    first, second = (as_numpy(model([tensor(v) for v in x], training=True)[1]) for _ in range(2))
+    first, second = (as_numpy(model([tensor(v[:8]) for v in x], training=True)[1]) for _ in range(2))
     assert first.any() and (first != second).any()  # the seed generator moves on
     path = str(tmp_path / "model.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
-    np.testing.assert_allclose(restored.predict(x, verbose=0)[0], hidden, rtol=1e-5, atol=1e-6)
+    restored_layer = next(l for l in restored.layers if isinstance(l, SpanMasking))
+    assert restored_layer.get_config() == layer.get_config()
+    for saved, loaded in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(as_numpy(loaded), as_numpy(saved))
