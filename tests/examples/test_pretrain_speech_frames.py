@@ -3,7 +3,6 @@
 import wave
 
 import numpy as np
-import pytest
 
 import pretrain_speech_frames
 
