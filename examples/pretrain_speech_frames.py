@@ -6,8 +6,9 @@ honest version of that on log-mel frames:
 
 - audio: by default SYNTHETIC clips the script makes itself (no download,
   no recordings): harmonic tones whose pitch glides (chirps), with an
-  attack-decay envelope, a few silent gaps and white noise, 0.4-1.6 s
-  long, so batches are padded and the padding mask matters. `--wav-dir
+  attack-decay envelope, a few silent gaps and white noise, from a quarter
+  of `--max-seconds` to all of it (1-4 s by default), so batches are
+  padded and the padding mask matters. `--wav-dir
   DIR` reads real recordings instead (every `*.wav` in DIR, 16-bit PCM,
   read with Python's `wave` module; stereo is averaged, clips are cut to
   `--max-seconds`);
@@ -85,7 +86,7 @@ def parse_args(argv=None):
 
 def synthetic_clip(rng, max_seconds):
     """One synthetic clip: a gliding harmonic tone with gaps and noise, float32."""
-    seconds = rng.uniform(0.4, 1.6) * max_seconds / 1.6
+    seconds = rng.uniform(0.25, 1.0) * max_seconds
     time_axis = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     start, end = rng.uniform(100, 400), rng.uniform(100, 400)
     pitch = start + (end - start) * time_axis / seconds  # a linear chirp
