@@ -237,7 +237,7 @@ class DynamicMLMMasking(MaskingLayer):
 
     @classmethod
     def from_config(cls, config):
-        return granularity_options.from_config(cls, config)
+        return granularity_options.from_config(super().from_config, config)
 
     def save_assets(self, dir_path):
         """Writes the `word_starts` table beside a saved model's weights."""

@@ -69,8 +69,8 @@ def options_config(layer):
     }
 
 
-def from_config(cls, config):
-    """`cls(**config)`, told whether a table is to come from the assets.
+def from_config(base_from_config, config):
+    """A layer from `config` by `base_from_config`, told whether a table is to come from the assets.
 
     A config with `"word_starts_in_assets": True` and no inline table makes
     a layer that awaits its table (`load_assets`); an old config with the
@@ -78,7 +78,7 @@ def from_config(cls, config):
     """
     config = dict(config)
     in_assets = bool(config.pop(IN_ASSETS, False))
-    layer = cls(**config)
+    layer = base_from_config(config)
     layer._word_starts_awaited = in_assets and layer.word_starts is None
     return layer
 
