@@ -89,6 +89,11 @@ class DynamicMLMMasking(MaskingLayer):
             spans of whole words); see `kernels.word_selection` for budgets.
         word_starts: `None` or `vocabulary_size` bools, True where an id begins
             a word (`keras_dynmask.word_starts`); a dict's `"word_ids"` wins.
+            Saved with a model's assets (a `.keras` file carries it), not
+            in `get_config`: a layer made from its config alone (`from_config`,
+            `keras.models.clone_model`) has no table until given one again,
+            `from_config({**config, "word_starts": table})`, and says so
+            when called. Old configs holding the table still load.
         span_length_p, max_span_length: `"span"` lengths in words follow
             Geometric(`span_length_p`) restricted to `[1, max_span_length]`.
         **kwargs: base layer arguments such as `name`.
@@ -188,6 +193,8 @@ class DynamicMLMMasking(MaskingLayer):
         (self.granularity, self.word_starts, self.span_length_p, self.max_span_length) = (
             granularity_options.checked_options(self, granularity, word_starts, span_length_p, max_span_length)
         )
+        # True while a table saved with a model's assets is yet to be loaded.
+        self._word_starts_awaited = False
         if self.random_token_rate > 0 and not corruption.allowed_id_count(
             self.vocabulary_size, self.excluded_ids
         ):
@@ -227,6 +234,19 @@ class DynamicMLMMasking(MaskingLayer):
         )
         config.update(granularity_options.options_config(self))
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return granularity_options.from_config(super().from_config, config)
+
+    def save_assets(self, dir_path):
+        """Writes the `word_starts` table beside a saved model's weights."""
+        granularity_options.save_table(self, dir_path)
+
+    def load_assets(self, dir_path):
+        """Reads the `word_starts` table `save_assets` wrote."""
+        self.word_starts = granularity_options.load_table(self, dir_path)
+        self._word_starts_awaited = self._word_starts_awaited and self.word_starts is None
 
     def __call__(self, inputs, training=None, seed=None, **kwargs):
         # On its own (eagerly or in tf.data) the layer masks by default;
@@ -331,7 +351,7 @@ class DynamicMLMMasking(MaskingLayer):
                 "Mask in the input pipeline: ds.map(layer)."
             )
         word_ids = granularity_options.backend_word_ids(
-            rest, token_ids, self.granularity, self.word_starts
+            rest, token_ids, self.granularity, self.word_starts, self._word_starts_awaited
         )
         single = len(token_ids.shape) == 1
         if single:
@@ -373,22 +393,12 @@ class DynamicMLMMasking(MaskingLayer):
             seed,
             granularity=self.granularity,
             # A dict's "word_ids" win over the table.
-            word_starts=self._word_starts_array() if word_ids is None else None,
+            word_starts=self.word_starts if word_ids is None else None,
             word_ids=word_ids,
             span_length_p=self.span_length_p,
             max_span_length=self.max_span_length,
             **options,
         )
-
-    def _word_starts_array(self):
-        """`word_starts` as a NumPy bool array (converted once)."""
-        cached = self.__dict__.get("_word_starts_cache")
-        if cached is None or cached[0] is not self.word_starts:
-            cached = (self.word_starts, np.asarray(self.word_starts, bool))
-            # Set past Keras's attribute tracking, which would wrap (and
-            # walk) the table on every assignment.
-            object.__setattr__(self, "_word_starts_cache", cached)
-        return cached[1]
 
     # Configuration the kernels read.
 
@@ -484,7 +494,8 @@ class DynamicMLMMasking(MaskingLayer):
         """`(corrupted, selected, targets)`, `targets` None or a triple."""
         seed = self._seed(seed)
         rate = rate_schedules.rate_for_call(self.mask_rate, self._masked_batches, step)
-        word_ids = granularity_options.word_ids_input(rest, token_ids, self.granularity, self.word_starts)
+        word_ids = granularity_options.word_ids_input(
+            rest, token_ids, self.granularity, self.word_starts, self._word_starts_awaited)
         token_ids = map_values(
             lambda ids: validation.checked_ids_below("DynamicMLMMasking", ids, self.vocabulary_size),
             token_ids,

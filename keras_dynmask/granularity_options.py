@@ -3,7 +3,26 @@
 The layer's `granularity`, `word_starts`, `span_length_p` and
 `max_span_length` arguments, its dict input's `"word_ids"`, and the call
 into `keras_dynmask.kernels.word_selection` with them.
+
+The `word_starts` table (one bool per id: 30,522 for BERT's vocabulary) is
+saved with a model's assets, as `keras.layers.StringLookup` saves an
+adapted vocabulary, not in `get_config`: the config says only that a table
+exists (`"word_starts_in_assets": True`), and a `.keras` file carries the
+table itself in `assets/.../word_starts.npy`. It stays a NumPy constant,
+not a weight: TensorFlow ops read it in `tf.data` whatever the Keras
+backend, `keras.ops` fold it into a jitted JAX or PyTorch step, and a
+SavedModel holds it as a graph constant (served without variables). A
+weight would be carried through every JAX training step, counted among the
+model's parameters, and under jit a table never loaded could not be told
+from a real one. A layer made from its config alone (`from_config`,
+`keras.models.clone_model`) has no table: it raises a `ValueError` saying
+how to supply one rather than mask with a wrong one. Configs written before
+(with the table inline) still load.
 """
+
+import os
+
+import numpy as np
 
 from keras_dynmask.lazy_tensorflow import tf
 
@@ -18,7 +37,7 @@ def checked_options(layer, granularity, word_starts, span_length_p, max_span_len
     """The layer's granularity arguments, validated (`ValueError` quoting them).
 
     Returns `(granularity, word_starts, span_length_p, max_span_length)`,
-    `word_starts` as a list of bools or `None`. Also checks that
+    `word_starts` as a read-only NumPy bool array or `None`. Also checks that
     `output_mode="masked_lm"` comes with `max_predictions`.
     """
     if layer.output_mode == "masked_lm" and layer.max_predictions is None:
@@ -34,28 +53,70 @@ def checked_options(layer, granularity, word_starts, span_length_p, max_span_len
     )
 
 
+# The config entry that says a table exists (and is saved with the assets).
+IN_ASSETS = "word_starts_in_assets"
+ASSET_FILE = "word_starts.npy"
+
+
 def options_config(layer):
-    """The granularity entries of the layer's `get_config`."""
+    """The granularity entries of the layer's `get_config` (never the table)."""
     return {
         "granularity": layer.granularity,
-        "word_starts": layer.word_starts,
+        "word_starts": None,
+        IN_ASSETS: layer.word_starts is not None or layer._word_starts_awaited,
         "span_length_p": layer.span_length_p,
         "max_span_length": layer.max_span_length,
     }
 
 
-def word_ids_input(rest, token_ids, granularity, word_starts):
+def from_config(base_from_config, config):
+    """A layer from `config` by `base_from_config`, told whether a table is to come from the assets.
+
+    A config with `"word_starts_in_assets": True` and no inline table makes
+    a layer that awaits its table (`load_assets`); an old config with the
+    table inline gives the layer that table.
+    """
+    config = dict(config)
+    in_assets = bool(config.pop(IN_ASSETS, False))
+    layer = base_from_config(config)
+    layer._word_starts_awaited = in_assets and layer.word_starts is None
+    return layer
+
+
+def save_table(layer, dir_path):
+    """Writes the layer's table to `dir_path/word_starts.npy` (if it has one)."""
+    if layer.word_starts is not None:
+        with open(os.path.join(dir_path, ASSET_FILE), "wb") as file:
+            np.save(file, layer.word_starts, allow_pickle=False)
+
+
+def load_table(layer, dir_path):
+    """The table saved by `save_table` in `dir_path`, checked; else the layer's own.
+
+    A `.keras` file written before tables were assets has none: the layer
+    keeps the table its (old) config gave it.
+    """
+    path = None if dir_path is None else os.path.join(dir_path, ASSET_FILE)
+    if path is None or not os.path.exists(path):
+        return layer.word_starts
+    with open(path, "rb") as file:
+        table = np.load(file, allow_pickle=False)
+    return validation.as_bool_table("word_starts", table, layer.vocabulary_size, allow_none=False)
+
+
+def word_ids_input(rest, token_ids, granularity, word_starts, awaited=False):
     """A dict input's `"word_ids"` shaped like the batch the kernels see.
 
     `[T]` ids give `[1, T]` word ids, ragged ones a dense batch padded with
     -1 (no word). `None` at `"token"` granularity or when the dict holds
-    none; a `ValueError` naming both sources when neither is given.
+    none; a `ValueError` naming both sources when neither is given (or
+    saying how to supply the table a config-only copy lacks: `awaited`).
     """
     if granularity == "token":
         return None
     word_ids = (rest or {}).get("word_ids")
     if word_ids is None:
-        _check_boundaries_given(granularity, word_starts, rest)
+        _check_boundaries_given(granularity, word_starts, rest, awaited)
         return None
     if not isinstance(word_ids, tf.RaggedTensor):
         word_ids = tf.convert_to_tensor(word_ids)
@@ -71,8 +132,18 @@ def word_ids_input(rest, token_ids, granularity, word_starts):
     return word_ids
 
 
-def _check_boundaries_given(granularity, word_starts, rest):
+def _check_boundaries_given(granularity, word_starts, rest, awaited=False):
     """A `ValueError` naming both sources when neither gives word boundaries."""
+    if word_starts is None and awaited:
+        raise ValueError(
+            "This DynamicMLMMasking was made from its config alone (from_config, "
+            "keras.models.clone_model), which does not hold the `word_starts` "
+            "table: a model saves it with its assets. Load the model with "
+            "keras.saving.load_model (a .keras file carries the table), or give "
+            "the table again: DynamicMLMMasking.from_config({**config, "
+            '"word_starts": table}), or pass a "word_ids" entry in a dict input. '
+            f"Received: granularity={granularity!r}, word_starts=None"
+        )
     if word_starts is None:
         raise ValueError(
             f'granularity="{granularity}" needs word boundaries: pass '
@@ -83,7 +154,7 @@ def _check_boundaries_given(granularity, word_starts, rest):
         )
 
 
-def backend_word_ids(rest, token_ids, granularity, word_starts):
+def backend_word_ids(rest, token_ids, granularity, word_starts, awaited=False):
     """A dict input's `"word_ids"` as a JAX or PyTorch tensor, checked.
 
     Dense only, of `token_ids`' static shape (a `ValueError` quoting both
@@ -97,7 +168,7 @@ def backend_word_ids(rest, token_ids, granularity, word_starts):
         return None
     word_ids = (rest or {}).get("word_ids")
     if word_ids is None:
-        _check_boundaries_given(granularity, word_starts, rest)
+        _check_boundaries_given(granularity, word_starts, rest, awaited)
         return None
     word_ids = keras.ops.convert_to_tensor(word_ids)
     dtype = keras.backend.standardize_dtype(word_ids.dtype)

@@ -106,7 +106,7 @@ def as_int_list(name, value, low=None, high=None):
 
 
 def as_bool_table(name, value, size, allow_none=True):
-    """A 1-d sequence of `size` bools as a list of Python bools, else a `ValueError`.
+    """A 1-d sequence of `size` bools as a read-only NumPy bool array, else a `ValueError`.
 
     Accepts a list, tuple, NumPy array or eager tensor of bools (or of 0/1
     integers).
@@ -130,7 +130,9 @@ def as_bool_table(name, value, size, allow_none=True):
             f"`{name}` must be {'None or ' if allow_none else ''}{size} bools, one per id. "
             f"Received: {name}={shown!r}"
         )
-    return array.astype(bool).tolist()
+    table = array.astype(bool)  # a copy: the caller's array may change later
+    table.setflags(write=False)
+    return table
 
 
 def as_choice(name, value, choices):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -171,7 +172,10 @@ def test_tf_data_map_and_get_config_round_trip():
     layer = make_layer(granularity="span", span_length_p=0.3, max_span_length=4, selection="exact")
     config = layer.get_config()
     json.dumps(config)
-    clone = DynamicMLMMasking.from_config(config)
+    # The table is saved with a model's assets, not in the config: given
+    # again, the copy masks as the layer does.
+    assert config["word_starts"] is None and config["word_starts_in_assets"] is True
+    clone = DynamicMLMMasking.from_config({**config, "word_starts": TABLE})
     assert clone.get_config() == config
     ids = random_ids(8, 30)
     seed = tf.constant([5, 6])
@@ -179,6 +183,87 @@ def test_tf_data_map_and_get_config_round_trip():
     ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(layer)
     for batch in ds:
         assert batch.shape == (4, 30)
+
+
+BERT_VOCABULARY_SIZE = 30_522
+OLD_FILE = os.path.join(os.path.dirname(__file__), "data", "word_masking_saved_before_assets.keras")
+# `get_config()` of a word-masking layer before tables moved to the assets
+# (the table inline), as that code wrote it; and its table.
+OLD_TABLE = [True, True, True, True, True, False, True, False, False, True, True, False]
+OLD_CONFIG = {
+    "name": "word_masking", "trainable": True,
+    "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
+              "registered_name": None},
+    "vocabulary_size": 12, "mask_token_id": 3, "mask_rate": 0.3, "mask_token_rate": 0.8,
+    "random_token_rate": 0.1, "special_token_ids": [1, 2], "pad_token_id": 0, "selection": "exact",
+    "max_predictions": None, "output_mode": "ids", "ignore_index": -100, "seed": 5,
+    "granularity": "word", "word_starts": OLD_TABLE, "span_length_p": 0.2, "max_span_length": 10,
+}
+
+
+def test_a_vocabulary_sized_table_stays_out_of_the_config():
+    table = np.random.default_rng(1).random(BERT_VOCABULARY_SIZE) < 0.8
+    layer = DynamicMLMMasking(BERT_VOCABULARY_SIZE, 103, special_token_ids=[101, 102],
+                              granularity="word", word_starts=table)
+    size = len(json.dumps(layer.get_config()))
+    assert size < 1000, size  # the table inline made it about 204 KB
+
+
+def test_a_copy_from_the_config_alone_says_how_to_get_its_table():
+    """`from_config` and `clone_model` carry no table: a clear error, never a wrong mask."""
+    layer = make_layer(output_mode="dict")
+    copy = DynamicMLMMasking.from_config(layer.get_config())
+    assert copy.word_starts is None and copy.get_config() == layer.get_config()
+    ids = random_ids(4, 20)
+    with pytest.raises(ValueError, match="config alone.*load_model.*word_starts\": table"):
+        copy(ids)
+    with pytest.raises(ValueError, match="config alone"):
+        tf.data.Dataset.from_tensor_slices(ids).batch(2).map(copy)
+    model = keras.Sequential([keras.Input((20,), dtype="int32"), layer])
+    clone = keras.models.clone_model(model)
+    with pytest.raises(ValueError, match="config alone"):
+        clone.layers[0](ids)
+    # Its word_ids still give the boundaries, as for a layer built without a table.
+    word_ids = words_of(ids)
+    out = copy({"token_ids": ids, "word_ids": word_ids}, seed=tf.constant([1, 2]))
+    assert_whole_words(out["mask"], word_ids)
+
+
+def test_keras_file_carries_the_table_exactly(tmp_path):
+    table = np.random.default_rng(2).random(VOCAB) < 0.6
+    table[:4] = True
+    layer = make_layer(word_starts=table, output_mode="dict")
+    model = keras.Sequential([keras.Input((30,), dtype="int32"), layer])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path).layers[0]
+    assert restored.word_starts.dtype == bool
+    np.testing.assert_array_equal(restored.word_starts, table)
+    ids, seed = random_ids(8, 30), tf.constant([3, 4])
+    np.testing.assert_array_equal(restored(ids, seed=seed)["mask"], layer(ids, seed=seed)["mask"])
+    # Saved again, the restored model still carries it.
+    keras.Sequential([keras.Input((30,), dtype="int32"), restored]).save(tmp_path / "again.keras")
+    again = keras.saving.load_model(tmp_path / "again.keras").layers[0]
+    np.testing.assert_array_equal(again.word_starts, table)
+
+
+def test_old_configs_and_keras_files_with_the_table_inline_still_load(tmp_path):
+    layer = DynamicMLMMasking.from_config(OLD_CONFIG)
+    np.testing.assert_array_equal(layer.word_starts, OLD_TABLE)
+    now = layer.get_config()
+    assert now["word_starts"] is None and now["word_starts_in_assets"] is True
+    assert {k: v for k, v in now.items() if not k.startswith("word_starts")} == {
+        k: v for k, v in OLD_CONFIG.items() if k != "word_starts"}
+    rng = np.random.default_rng(3)
+    ids = rng.integers(4, 12, (16, 10)).astype("int32")
+    ids[:, 0] = 1
+    seed = tf.constant([7, 8])
+    built_today = DynamicMLMMasking(**{**OLD_CONFIG, "name": "today", "dtype": "float32"})
+    np.testing.assert_array_equal(layer(ids, seed=seed), built_today(ids, seed=seed))
+    # A .keras file written by the old code (config with the table, no assets).
+    restored = keras.saving.load_model(OLD_FILE).layers[0]
+    np.testing.assert_array_equal(restored.word_starts, OLD_TABLE)
+    np.testing.assert_array_equal(restored(ids, seed=seed), built_today(ids, seed=seed))
 
 
 def test_model_graph_keras_file_and_export(tmp_path):

@@ -4,6 +4,7 @@ import os
 import sys
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -18,6 +19,8 @@ from saved_model_samples import whitespace_tokenizer_export
 
 IDS = tf.TensorSpec([None, None], tf.int32, name="token_ids")
 SEED = tf.TensorSpec([2], tf.int64, name="seed")
+# A word-start table over the 50 ids: every third id continues a word.
+WORD_STARTS = [i % 3 != 2 for i in range(50)]
 # Ops of tensorflow-text's tokenizers: registered only where it is loaded.
 TEXT_OPS = ("RegexSplitWithOffsets", "NormalizeUTF8", "CaseFoldUTF8", WHITESPACE_OP)
 
@@ -31,6 +34,9 @@ def masking_module():
             50, 4, selection="exact", max_predictions=3, output_mode="dict"
         ),
         "fit": DynamicMLMMasking(50, 4, output_mode="fit"),
+        "word": DynamicMLMMasking(
+            50, 4, granularity="word", word_starts=WORD_STARTS, output_mode="dict"
+        ),
         "span": SpanCorruption(50, num_sentinels=5, eos_id=1),
         "ul2": DenoiserMixture(50, num_sentinels=5),
     }
@@ -104,6 +110,32 @@ def test_the_package_layers_need_only_core_ops(layers_export):
 def test_a_keras_model_export_needs_only_core_ops(keras_export):
     assert "Placeholder" in export.saved_model_ops(keras_export)
     assert export.required_ops(keras_export) == []
+
+
+def test_word_masking_loaded_from_a_keras_file_exports_with_its_table(tmp_path):
+    """The table comes back from the `.keras` assets and lives on in the SavedModel as a constant."""
+    layer = DynamicMLMMasking(50, 4, special_token_ids=[1, 2], granularity="span",
+                              selection="exact", word_starts=WORD_STARTS, output_mode="dict")
+    keras.Sequential([keras.Input((None,), dtype="int32"), layer]).save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras").layers[0]
+    module = tf.Module()
+    module.layer = restored
+    module.mask = tf.function(
+        lambda token_ids, seed: restored(token_ids, training=True, seed=seed)["mask"],
+        input_signature=[IDS, SEED])
+    path = str(tmp_path / "export")
+    tf.saved_model.save(module, path, signatures={"mask": module.mask})
+    assert export.required_ops(path) == []
+    ids = np.random.default_rng(0).integers(5, 50, (16, 24)).astype("int32")
+    ids[:, 0], ids[:, -3:] = 1, 0
+    seed = tf.constant([3, 9], tf.int64)
+    served = tf.saved_model.load(path).signatures["mask"](token_ids=tf.constant(ids), seed=seed)
+    mask = list(served.values())[0].numpy()
+    np.testing.assert_array_equal(mask, layer(ids, training=True, seed=seed)["mask"])
+    # Whole words of the table: a continuing piece is selected with the piece before it.
+    continuing = ~np.array(WORD_STARTS)[ids]
+    continuing[:, 1] = False  # after [CLS] a piece begins a word whatever the table says
+    assert mask.any() and (mask[:, 1:][continuing[:, 1:]] == mask[:, :-1][continuing[:, 1:]]).all()
 
 
 def test_function_bodies_are_walked(layers_export):

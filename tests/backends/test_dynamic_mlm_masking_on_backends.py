@@ -237,3 +237,35 @@ def test_scheduled_rate_follows_the_step(selection):
     masking(ids)
     masking(ids, training=False)
     assert int(numpy(masking.schedule_step)) == before + 1
+
+
+def test_masked_lm_model_fits_on_batches_masked_in_a_grain_pipeline():
+    """A `MaskedLMModel`'s masking configuration mapped over NumPy batches by
+    grain; `fit` takes the `(x, y, sample_weight)` batches as they come.
+
+    The pipeline maps a layer of its own: during a JAX `fit` Keras releases
+    the values of the model's variables (the model's masking layer's seed
+    generator among them), so the model's own layer cannot draw there.
+    """
+    grain = pytest.importorskip("grain")
+    from keras_dynmask import MaskedLMModel
+
+    backbone = keras.Sequential([keras.Input((None,), dtype="int32"),
+                                 keras.layers.Embedding(VOCABULARY, 8), keras.layers.Dense(VOCABULARY)])
+    model = MaskedLMModel(backbone, layer(output_mode="fit", mask_rate=0.3))
+    pipeline_masking = DynamicMLMMasking.from_config(model.masking.get_config())
+    batches = grain.MapDataset.source([IDS, IDS]).map(pipeline_masking)  # the shapes above
+    chosen = []
+    for index in range(2):
+        x, y, w = (numpy(value) for value in batches[index])
+        np.testing.assert_array_equal(y, IDS)
+        selected = w.astype(bool)
+        assert not (selected & ~ELIGIBLE).any()
+        np.testing.assert_array_equal(x[~selected], IDS[~selected])
+        chosen.append(selected)
+    low, high = two_sided_bounds(int(ELIGIBLE.sum()), 0.3)
+    assert all(low < int(selected.sum()) < high for selected in chosen)
+    assert (chosen[0] != chosen[1]).any()  # fresh per element
+    model.compile(keras.optimizers.Adam(0.01))
+    history = model.fit(batches, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])

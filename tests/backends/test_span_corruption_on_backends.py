@@ -266,3 +266,20 @@ def test_in_tf_data_whatever_the_backend():
     for row in range(64):
         kept, target = split_row(inputs[row], targets[row])
         np.testing.assert_array_equal(uncorrupt(kept, target), IDS[row, : LENGTHS[row]])
+
+
+def test_in_a_grain_pipeline():
+    """A grain `MapDataset.map` on NumPy batches: the active backend's ops (TensorFlow's under TensorFlow)."""
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.source([IDS, IDS]).map(layer())  # the shapes of the tests above
+    first = dataset[0]  # each read of an element maps it again, with fresh draws
+    inputs, targets = numpy(first["inputs"]), numpy(first["targets"])
+    assert inputs.shape == targets.shape == (256, WIDTH + 1)
+    for row in range(256):
+        kept, target = split_row(inputs[row], targets[row])
+        np.testing.assert_array_equal(uncorrupt(kept, target), IDS[row, : LENGTHS[row]])
+        if LENGTHS[row] >= 2:  # T5's noise count: round(n * 0.3), within [1, n - 1]
+            noise = len(target) - len(target_spans(target))
+            assert noise == min(max(round(LENGTHS[row] * 0.3), 1), LENGTHS[row] - 1)
+    # Each element draws its own masks: the same rows are not corrupted alike.
+    assert (numpy(dataset[1]["inputs"]) != inputs).any()

@@ -407,3 +407,39 @@ def test_the_kernel_bound_to_tensorflow_in_a_graph(granularity, selection):
         assert_whole_words(chosen, words)
         assert (chosen.sum(axis=1) <= 10).all() and chosen.sum(axis=1).mean() > 5
         np.testing.assert_array_equal(corrupted.numpy()[~chosen], ids[~chosen])
+
+
+# Saving: the table travels in a `.keras` file's assets, not in the config.
+
+
+def test_keras_file_carries_the_table_to_the_model_tf_data_and_grain(tmp_path):
+    import json
+
+    import tensorflow as tf
+
+    # Options and shapes of the tests above: JAX reuses their compiled ops.
+    masking = layer(selection="exact", mask_rate=0.4, max_predictions=6)
+    config = masking.get_config()
+    assert config["word_starts"] is None and len(json.dumps(config)) < 1000
+    model = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), masking])
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path).layers[0]
+    np.testing.assert_array_equal(restored.word_starts, TABLE)
+    ids = random_ids(ROWS, LENGTH)
+    words = words_of(ids)
+    # Eagerly on a backend tensor: the same pure function of inputs and seed.
+    seed = np.array([2, 5], "int32")
+    np.testing.assert_array_equal(numpy(restored(tensor(ids), seed=seed)["mask"]),
+                                  numpy(masking(tensor(ids), seed=seed)["mask"]))
+    # In tf.data (TensorFlow ops whatever the backend) and in grain.
+    batch = next(iter(tf.data.Dataset.from_tensor_slices(ids).batch(ROWS).map(restored)))
+    assert isinstance(batch["mask"], tf.Tensor) and batch["mask"].numpy().any()
+    assert_whole_words(batch["mask"].numpy(), words)
+    grain = pytest.importorskip("grain")
+    mask = numpy(grain.MapDataset.source([ids]).map(restored)[0]["mask"])
+    assert (mask.sum(axis=1) <= 6).all() and mask.sum(axis=1).mean() > 3
+    assert_whole_words(mask, words)
+    # From the config alone there is no table: said, not guessed.
+    with pytest.raises(ValueError, match="config alone"):
+        DynamicMLMMasking.from_config(config)(tensor(ids))
