@@ -21,6 +21,7 @@ from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask.padding_mask import PaddingMask
 from keras_dynmask.rate_schedules import MaskRateLogger
 from keras_dynmask.span_corruption import SpanCorruption
+from keras_dynmask.spec_augment import SpecAugment
 from keras_dynmask.word_starts import word_starts
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ __all__ = [
     "MaskedLMModel",
     "PaddingMask",
     "SpanCorruption",
+    "SpecAugment",
     "WordPieceTokenizer",
     "data",
     "word_starts",
