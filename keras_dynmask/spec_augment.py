@@ -141,7 +141,12 @@ class SpecAugment(MaskingLayer):
                 training = True
         return super().__call__(spectrogram, training=training, seed=seed, **kwargs)
 
-    def call(self, spectrogram, training=None, seed=None):
+    def call(
+        self,
+        spectrogram: "tf.Tensor",
+        training: "bool | tf.Tensor | None" = None,
+        seed: "tf.Tensor | None" = None,
+    ) -> "tf.Tensor":
         ops, spectrogram = backend_values(spectrogram)
         self._check_spectrogram(spectrogram)
         if training is None or training is False:
