@@ -252,9 +252,9 @@ class PaddingMask(MaskingLayer):
         batch_size, sequence_length = shape[0], shape[1]
         if ops is op_set.KERAS:
             if not self.called_inside_model:
-                _check_length_values(lengths, batch_size, sequence_length)
+                validation.check_length_values(lengths, sequence_length)
             return attention_masks.length_padding_mask(lengths, sequence_length, ops)
-        checks = _length_checks(lengths, batch_size, sequence_length)
+        checks = validation.length_checks(lengths, batch_size, sequence_length)
         with _dependencies(checks):
             return attention_masks.length_padding_mask(lengths, sequence_length, ops)
 
@@ -387,44 +387,6 @@ def _check_keras_mask(features, keras_mask, name):
             f"The Keras mask of {name} must have shape [B, T], the first two "
             f"dims of {name} (shape {validation.shape_text(features)}). Received: "
             f"a mask of shape {validation.shape_text(keras_mask)}"
-        )
-
-
-def _length_checks(lengths, batch_size, sequence_length):
-    """TensorFlow: `lengths` has B entries in [0, T] (ValueError eagerly,
-    else asserts, which XLA drops: there lengths are clipped to [0, T])."""
-    lengths = tf.reshape(lengths, [-1]) if lengths.shape.rank is None else lengths
-    checks = []
-    if not isinstance(batch_size, int) or lengths.shape[0] != batch_size:
-        size = tf.size(lengths, out_type=tf.int32)
-        checks += validation.require(
-            tf.equal(size, batch_size),
-            "`lengths` must have shape [B], one per row of the inputs",
-            size=size,
-            batch_size=batch_size,
-        )
-    length = tf.cast(sequence_length, lengths.dtype)
-    checks += validation.require(
-        tf.reduce_all((lengths >= 0) & (lengths <= length)),
-        "`lengths` must lie in [0, T], T the inputs' length (a length past T is "
-        "often a count in other units, e.g. audio samples instead of frames)",
-        lengths=lengths,
-        T=sequence_length,
-    )
-    return checks
-
-
-def _check_length_values(lengths, batch_size, sequence_length):
-    """JAX and PyTorch, called eagerly: the same checks on concrete values."""
-    try:
-        values = np.asarray(keras.ops.convert_to_numpy(lengths))
-    except Exception:  # a tracer: no values to check (clipped to [0, T])
-        return
-    if values.size and (values.min() < 0 or values.max() > sequence_length):
-        raise ValueError(
-            "`lengths` must lie in [0, T], T the inputs' length (a length past T is "
-            "often a count in other units, e.g. audio samples instead of frames). "
-            f"Received: lengths={values.tolist()}, T={sequence_length}"
         )
 
 

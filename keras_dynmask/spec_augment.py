@@ -1,5 +1,7 @@
 """`SpecAugment`: fresh time and frequency masks on every batch of spectrograms."""
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -12,6 +14,7 @@ from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
+from keras_dynmask.masking_layer import to_tensor
 
 MEAN = "mean"
 
@@ -29,8 +32,10 @@ class SpecAugment(MaskingLayer):
     7) and a start uniform on `{0, ..., T - width}`; a frequency band
     likewise with `W = min(freq_mask_param, F)`. Bands may overlap, and
     every draw is independent per example. `T` is the spectrogram's length
-    as given, padding included (torchaudio's rule): mask padded batches
-    knowing that bands may fall in the padding.
+    as given, padding included (torchaudio's rule), unless `lengths` gives
+    each example's real frames: then `T` is that example's own length, time
+    bands lie inside its real frames, frequency bands cover only those,
+    `"mean"` is their mean, and padded frames stay as they are.
 
     Like `Dropout`, it masks only when training: called on its own (eagerly
     or in a `tf.data` map) it masks unless `training=False`; inside a model
@@ -63,6 +68,10 @@ class SpecAugment(MaskingLayer):
             called on its own, and inside a model only when Keras trains.
         seed: optional shape-`[2]` int tensor; the output is then a pure
             function of `(spectrogram, seed)`.
+        lengths: optional integer `[B]` (`[]` for one spectrogram): each
+            example's number of real frames, in `[0, T]`. Outside it: a
+            `ValueError` eagerly, a failed assertion in a TF graph; clipped
+            where no check runs (XLA, inside JAX and PyTorch models).
 
     Returns:
         The masked spectrogram: same shape and dtype.
@@ -133,38 +142,46 @@ class SpecAugment(MaskingLayer):
         )
         return config
 
-    def __call__(self, spectrogram, training=None, seed=None, **kwargs):
+    def __call__(self, spectrogram, training=None, seed=None, lengths=None, **kwargs):
         # On its own (eagerly or in tf.data) the layer masks by default;
         # inside a model it follows Keras's training flag, as Dropout does.
         if training is None and not called_from_another_layer():
             if not is_symbolic(spectrogram):
                 training = True
-        return super().__call__(spectrogram, training=training, seed=seed, **kwargs)
+        return super().__call__(
+            spectrogram, training=training, seed=seed, lengths=lengths, **kwargs
+        )
 
     def call(
         self,
         spectrogram: "tf.Tensor",
         training: "bool | tf.Tensor | None" = None,
         seed: "tf.Tensor | None" = None,
+        lengths: "tf.Tensor | None" = None,
     ) -> "tf.Tensor":
         ops, spectrogram = backend_values(spectrogram)
         self._check_spectrogram(spectrogram)
+        if lengths is not None:
+            lengths = ops.convert(lengths) if ops is op_set.KERAS else to_tensor(lengths)
+            self._check_lengths(spectrogram, lengths)
         if training is None or training is False:
             return spectrogram
         if training is True:
-            return self._masked(ops, spectrogram, seed)
+            return self._masked(ops, spectrogram, seed, lengths)
         # A symbolic training flag (TensorFlow): both branches, one shape.
         return tf.cond(
             tf.cast(training, tf.bool),
-            lambda: self._masked(ops, spectrogram, seed),
+            lambda: self._masked(ops, spectrogram, seed, lengths),
             lambda: tf.identity(spectrogram),
         )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def compute_output_spec(self, spectrogram, training=None, seed=None):
+    def compute_output_spec(self, spectrogram, training=None, seed=None, lengths=None):
         self._check_spectrogram(spectrogram)
+        if lengths is not None:
+            self._check_lengths(spectrogram, lengths)
         return keras.KerasTensor(spectrogram.shape, dtype=spectrogram.dtype)
 
     def _seed(self, ops, seed):
@@ -172,10 +189,21 @@ class SpecAugment(MaskingLayer):
             return seeds.backend_call_seed(seed, self._backend_seeds)
         return seeds.call_seed(seed, self._generator)
 
-    def _masked(self, ops, spectrogram, seed):
+    def _masked(self, ops, spectrogram, seed, lengths=None):
         single = validation.static_rank(spectrogram) == 2
         batch = spectrogram[None] if single else spectrogram
         batch_size, num_frames, num_bins = ops.shape(batch)
+        checks = []
+        if lengths is not None:
+            lengths = ops.reshape(lengths, (-1,))
+            if ops is op_set.KERAS:
+                if not self.called_inside_model:
+                    validation.check_length_values(lengths, num_frames)
+            else:
+                checks = validation.length_checks(lengths, batch_size, num_frames)
+            with _dependencies(checks):
+                length = ops.cast(num_frames, ops.dtype_name(lengths))
+                lengths = ops.cast(ops.clip(lengths, 0, length), "int32")
         time_mask, freq_mask = band_masks.spectrogram_band_masks(
             ops,
             batch_size,
@@ -187,18 +215,37 @@ class SpecAugment(MaskingLayer):
             max_time_ratio=self.max_time_ratio,
             num_freq_masks=self.num_freq_masks,
             freq_mask_param=self.freq_mask_param,
+            lengths=lengths,
         )
-        masked = time_mask[:, :, None] | freq_mask[:, None, :]
+        freq_mask = freq_mask[:, None, :]
+        if lengths is not None:  # padded frames are left as they are
+            real = ops.arange(num_frames)[None, :] < lengths[:, None]
+            freq_mask = freq_mask & real[:, :, None]
+        masked = time_mask[:, :, None] | freq_mask
         dtype = ops.dtype_name(batch)
         if self.mask_value == MEAN:
             # Accumulated in float32 (exact enough for float16 inputs too).
-            total = ops.sum(ops.cast(batch, "float32"), axis=(1, 2))
-            count = ops.cast(num_frames * num_bins, "float32")
-            fill = ops.cast(ops.reshape(total / count, (-1, 1, 1)), dtype)
+            values = ops.cast(batch, "float32")
+            if lengths is None:
+                count = ops.cast(num_frames * num_bins, "float32")
+            else:  # the mean of the real frames
+                values = ops.where(real[:, :, None], values, 0.0)
+                count = ops.cast(ops.maximum(lengths, 1) * num_bins, "float32")
+            mean = ops.sum(values, axis=(1, 2)) / count
+            fill = ops.cast(ops.reshape(mean, (-1, 1, 1)), dtype)
         else:
             fill = ops.cast(ops.convert(np.float32(self.mask_value)), dtype)
         out = ops.where(masked, fill, batch)
         return out[0] if single else out
+
+    def _check_lengths(self, spectrogram, lengths):
+        rank = validation.static_rank(spectrogram)
+        if rank == 2 and validation.static_rank(lengths) == 0:
+            batch = None  # one spectrogram [T, F], one length []
+            lengths = keras.KerasTensor((1,), dtype=validation.dtype_name(lengths))
+        else:
+            batch = 1 if rank == 2 else tuple(spectrogram.shape)[0]
+        validation.check_lengths_tensor("SpecAugment", lengths, batch)
 
     def _check_spectrogram(self, spectrogram):
         if not hasattr(spectrogram, "dtype") or not hasattr(spectrogram, "shape"):
@@ -227,3 +274,10 @@ class SpecAugment(MaskingLayer):
                 f"[T, F] (known when the layer is traced). Received: rank "
                 f"{shown}, shape {validation.shape_text(spectrogram)}"
             )
+
+
+def _dependencies(checks):
+    """`tf.control_dependencies(checks)`, or nothing to do without checks."""
+    if not checks:
+        return contextlib.nullcontext()
+    return tf.control_dependencies(checks)

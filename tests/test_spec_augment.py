@@ -243,6 +243,43 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(restored(x, seed=[1, 2]).numpy(), layer(x, seed=[1, 2]).numpy())
 
 
+def test_lengths_keep_bands_inside_each_examples_real_frames():
+    lengths = np.tile([8, 20], BATCH // 2).astype("int64")
+    layer = SpecAugment(1, 100, 0.5, 1, FREQ_PARAM, mask_value=-1.0)
+    out = layer(np.ones((BATCH, FRAMES, BINS), "float32"), seed=[3, 9], lengths=lengths).numpy()
+    hit = out == -1.0
+    short = hit[lengths == 8]
+    assert not short[:, 8:].any()  # padded frames stay as they are
+    rows, cols = decode(np.where(short[:, :8], -1.0, 1.0), fill=-1.0)
+    assert_widths_and_starts(rows, 4, "time, 8 real frames")  # floor(0.5 * 8)
+    rows, _ = decode(np.where(hit[lengths == 20], -1.0, 1.0), fill=-1.0)
+    assert_widths_and_starts(rows, 10, "time, 20 real frames")
+    assert_uniform(cols.sum(axis=1), range(FREQ_PARAM + 1), "freq, 8 real frames")
+    # One spectrogram, one length; "mean": the mean of the real frames.
+    x = np.arange(40, dtype="float32").reshape(10, 4)
+    out = SpecAugment(3, 100, 1.0, 2, 2, mask_value="mean")(x, seed=[1, 4], lengths=5).numpy()
+    np.testing.assert_array_equal(out[5:], x[5:])
+    assert (out != x).any()
+    np.testing.assert_allclose(out[out != x], x[:5].mean(), rtol=1e-6)
+
+
+def test_lengths_are_checked_eagerly_and_in_graphs():
+    x = np.ones((2, 6, 3), "float32")
+    layer = SpecAugment(1, 3, 1.0, 1, 1)
+    for lengths in ([7, 1], [-1, 1]):
+        with pytest.raises(ValueError, match="must lie in \\[0, T\\]"):
+            layer(x, lengths=lengths)
+    with pytest.raises(ValueError, match="shape \\[B\\] with B = 2"):
+        layer(x, lengths=[1, 2, 3])
+    with pytest.raises(ValueError, match="must be integers"):
+        layer(x, lengths=[1.0, 2.0])
+    signature = [tf.TensorSpec([None, None, 3]), tf.TensorSpec([None], tf.int32)]
+    graph = tf.function(lambda x, l: layer(x, training=True, lengths=l), input_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must lie in"):
+        graph(x, [7, 1])
+    assert graph(x, [6, 0]).shape == (2, 6, 3)
+
+
 # Errors.
 
 

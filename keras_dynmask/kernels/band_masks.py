@@ -14,6 +14,8 @@ calls `spectrogram_band_masks`.
 
 import fractions
 
+import numpy as np
+
 # Denominator bound for a ratio read as a fraction (0.7 is 7/10, not the
 # binary float just below it): `floor(ratio * length)` is then computed
 # in integers, exactly.
@@ -47,6 +49,26 @@ def widest_band(ops, length, mask_param, max_ratio=1.0):
     return ops.cast(ops.minimum(capped, mask_param), "int32")
 
 
+def widest_bands_per_example(ops, lengths, num_frames, mask_param, max_ratio=1.0):
+    """`widest_band` of each example's own length: int32 `[B, 1]`.
+
+    Args:
+        lengths: integer `[B]`, in `[0, num_frames]`.
+        num_frames: the padded length `T`: a Python int (then the widths of
+            every length `0..T` are worked out exactly in NumPy and looked
+            up, so no backend needs 64-bit integers under jit) or an integer
+            scalar tensor (TensorFlow: int64 arithmetic).
+    """
+    numerator, denominator = ratio_as_fraction(max_ratio)
+    if isinstance(num_frames, int):
+        table = np.minimum(mask_param, np.arange(num_frames + 1) * numerator // denominator)
+        widths = ops.take(ops.convert(table.astype(np.int32)), ops.cast(lengths, "int32"))
+    else:
+        capped = ops.cast(lengths, "int64") * numerator // denominator
+        widths = ops.cast(ops.minimum(capped, mask_param), "int32")
+    return ops.reshape(widths, (-1, 1))
+
+
 def draw_bands(ops, width_draws, start_draws, length, max_width):
     """Band widths and starts from uniform draws in `[0, 1)`.
 
@@ -57,8 +79,9 @@ def draw_bands(ops, width_draws, start_draws, length, max_width):
 
     Args:
         width_draws, start_draws: float32 `[B, M]`, uniform in `[0, 1)`.
-        length: int or int32 scalar tensor, the axis length.
-        max_width: int or int32 scalar tensor, at most `length`.
+        length: int or int32 scalar tensor, the axis length; or int32
+            `[B, 1]`, each example's own.
+        max_width: int, int32 scalar tensor or `[B, 1]`, at most `length`.
 
     Returns:
         `(widths, starts)`, int32 `[B, M]`.
@@ -94,6 +117,7 @@ def spectrogram_band_masks(
     max_time_ratio,
     num_freq_masks,
     freq_mask_param,
+    lengths=None,
 ):
     """SpecAugment's masks of a batch: `(time_mask [B, T], freq_mask [B, F])`.
 
@@ -110,26 +134,36 @@ def spectrogram_band_masks(
         num_time_masks, time_mask_param, num_freq_masks, freq_mask_param:
             Python ints >= 0.
         max_time_ratio: Python float in `(0, 1]`.
+        lengths: `None`, or int32 `[B]` in `[0, T]`: each example's real
+            frames. Time bands then lie inside them, and their widest is
+            worked out from each example's own length.
 
     Returns:
         Two bool tensors, True where masked.
     """
     draws_per_example = 2 * (num_time_masks + num_freq_masks)
     draws = ops.uniform((batch_size, max(draws_per_example, 1)), seed)
-    time_width = widest_band(ops, num_frames, time_mask_param, max_time_ratio)
+    if lengths is None:
+        time_length = num_frames
+        time_width = widest_band(ops, num_frames, time_mask_param, max_time_ratio)
+    else:
+        time_length = ops.reshape(ops.cast(lengths, "int32"), (-1, 1))
+        time_width = widest_bands_per_example(
+            ops, lengths, num_frames, time_mask_param, max_time_ratio
+        )
     freq_width = widest_band(ops, num_bins, freq_mask_param)
     masks = []
     offset = 0
-    for count, length, max_width in (
-        (num_time_masks, num_frames, time_width),
-        (num_freq_masks, num_bins, freq_width),
+    for count, length, axis_length, max_width in (
+        (num_time_masks, time_length, num_frames, time_width),
+        (num_freq_masks, num_bins, num_bins, freq_width),
     ):
         width_draws = draws[:, offset : offset + count]
         start_draws = draws[:, offset + count : offset + 2 * count]
         offset += 2 * count
         if count == 0:
-            masks.append(ops.zeros((batch_size, length), "bool"))
+            masks.append(ops.zeros((batch_size, axis_length), "bool"))
             continue
         widths, starts = draw_bands(ops, width_draws, start_draws, length, max_width)
-        masks.append(bands_to_mask(ops, widths, starts, length))
+        masks.append(bands_to_mask(ops, widths, starts, axis_length))
     return tuple(masks)

@@ -33,13 +33,21 @@ def test_eager_call_statistics_mean_fill_and_seed_purity(as_numpy):
     assert (as_numpy(layer(x, seed=[3, 5])) != as_numpy(out)).any()
     assert (as_numpy(layer(x)) != as_numpy(layer(x))).any()  # unseeded: fresh
     np.testing.assert_array_equal(as_numpy(layer(x, training=False)), values)
+    # With lengths: bands inside each example's real frames, mean of those.
+    lengths = keras.ops.convert_to_tensor(np.tile(np.array([5, 12], "int32"), 1000))
+    out = as_numpy(layer(x, lengths=lengths, seed=[1, 1]))
+    assert (out[0::2, 5:] == values[0::2, 5:]).all()
+    hit = out[0::2] != values[0::2]
+    np.testing.assert_allclose(out[0::2][hit], np.broadcast_to(values[0::2, :5].mean(axis=(1, 2))[:, None, None], hit.shape)[hit], rtol=1e-6)
+    with pytest.raises(ValueError, match="T=12"):
+        layer(x, lengths=np.full(2000, 13, "int32"))
 
 
 def _augmented_regressor():
-    inputs = keras.Input((None, 6))
-    hidden = SpecAugment(2, 4, 0.5, 1, 2, name="augment")(inputs)
+    inputs, lengths = keras.Input((None, 6)), keras.Input((), dtype="int32")
+    hidden = SpecAugment(2, 4, 0.5, 1, 2, name="augment")(inputs, lengths=lengths)
     pooled = keras.layers.GlobalAveragePooling1D()(hidden)
-    return keras.Model(inputs, keras.layers.Dense(1)(pooled))
+    return keras.Model([inputs, lengths], keras.layers.Dense(1)(pooled))
 
 
 @pytest.mark.parametrize("jit_compile", ["auto", True])
@@ -52,11 +60,12 @@ def test_fit_masks_and_predict_does_not(tmp_path, as_numpy, jit_compile):
     model = _augmented_regressor()
     model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile)
     x = np.random.default_rng(0).normal(size=(8, 10, 6)).astype("float32")
+    x = [x, np.array([10, 9, 8, 7, 6, 5, 4, 3], "int32")]
     y = np.zeros((8, 1), "float32")
     # Zero learning rate, same batch: only fresh masks can change the loss.
     losses = [float(model.train_on_batch(x, y)) for _ in range(4)]
     assert len(set(losses)) >= 3, losses
-    expected = as_numpy(model.layers[-1](keras.ops.mean(x, axis=1)))
+    expected = as_numpy(model.layers[-1](keras.ops.mean(x[0], axis=1)))
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
