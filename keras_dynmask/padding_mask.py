@@ -1,8 +1,6 @@
 """`PaddingMask`: padding masks computed from each batch of token ids, frame
 lengths or Keras masks, and cross-attention masks between two sequences."""
 
-import contextlib
-
 import keras
 import numpy as np
 
@@ -154,7 +152,7 @@ class PaddingMask(MaskingLayer):
             target_padding = self._padding(target, target_lengths, target_mask, "target", cross=True)
             source_padding = self._padding(source, source_lengths, source_mask, "source", cross=True)
             checks = _same_batch_checks(target_padding, source_padding)
-            with _dependencies(checks):
+            with validation.dependencies(checks):
                 return attention_masks.cross_attention_mask(target_padding, source_padding)
         self._refuse_pair(inputs)
         padding_mask = self._padding(inputs, lengths, mask, "inputs")
@@ -255,7 +253,7 @@ class PaddingMask(MaskingLayer):
                 validation.check_length_values(lengths, sequence_length)
             return attention_masks.length_padding_mask(lengths, sequence_length, ops)
         checks = validation.length_checks(lengths, batch_size, sequence_length)
-        with _dependencies(checks):
+        with validation.dependencies(checks):
             return attention_masks.length_padding_mask(lengths, sequence_length, ops)
 
     def _check_lengths(self, value, lengths, name):
@@ -411,13 +409,6 @@ def _same_batch_checks(target_padding, source_padding):
         target_batch=tf.shape(target_padding)[0],
         source_batch=tf.shape(source_padding)[0],
     )
-
-
-def _dependencies(checks):
-    """`tf.control_dependencies(checks)`, or nothing to do without checks."""
-    if not checks:
-        return contextlib.nullcontext()
-    return tf.control_dependencies(checks)
 
 
 def _rank(tensor):

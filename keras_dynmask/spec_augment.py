@@ -1,7 +1,5 @@
 """`SpecAugment`: fresh time and frequency masks on every batch of spectrograms."""
 
-import contextlib
-
 import keras
 import numpy as np
 
@@ -201,7 +199,7 @@ class SpecAugment(MaskingLayer):
                     validation.check_length_values(lengths, num_frames)
             else:
                 checks = validation.length_checks(lengths, batch_size, num_frames)
-            with _dependencies(checks):
+            with validation.dependencies(checks):
                 length = ops.cast(num_frames, ops.dtype_name(lengths))
                 lengths = ops.cast(ops.clip(lengths, 0, length), "int32")
         time_mask, freq_mask = band_masks.spectrogram_band_masks(
@@ -274,10 +272,3 @@ class SpecAugment(MaskingLayer):
                 f"[T, F] (known when the layer is traced). Received: rank "
                 f"{shown}, shape {validation.shape_text(spectrogram)}"
             )
-
-
-def _dependencies(checks):
-    """`tf.control_dependencies(checks)`, or nothing to do without checks."""
-    if not checks:
-        return contextlib.nullcontext()
-    return tf.control_dependencies(checks)

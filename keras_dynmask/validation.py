@@ -10,6 +10,7 @@ Input checks look at a tensor's static dtype and rank where they are known
 and add run-time assertions (`require`) where only the values tell.
 """
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -277,6 +278,14 @@ def require(condition, message, **values):
     for name, value in values.items():
         data += [f"{name}=", value]
     return [tf.debugging.Assert(condition, data, summarize=8)]
+
+
+def dependencies(checks):
+    """`tf.control_dependencies(checks)`, or a context doing nothing when
+    there are no checks (eager, or on JAX and PyTorch tensors)."""
+    if not checks:
+        return contextlib.nullcontext()
+    return tf.control_dependencies(checks)
 
 
 def ids_below(values, vocabulary_size):
