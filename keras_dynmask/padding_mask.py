@@ -2,8 +2,6 @@
 lengths or Keras masks, and cross-attention masks between two sequences."""
 
 import keras
-import numpy as np
-
 from keras_dynmask.lazy_tensorflow import tf
 
 from keras_dynmask import validation
