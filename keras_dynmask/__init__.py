@@ -22,6 +22,7 @@ from keras_dynmask.padding_mask import PaddingMask
 from keras_dynmask.rate_schedules import MaskRateLogger
 from keras_dynmask.span_corruption import SpanCorruption
 from keras_dynmask.span_masking import SpanMasking
+from keras_dynmask.spec_augment import SpecAugment
 from keras_dynmask.word_starts import word_starts
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "PaddingMask",
     "SpanCorruption",
     "SpanMasking",
+    "SpecAugment",
     "WordPieceTokenizer",
     "data",
     "word_starts",

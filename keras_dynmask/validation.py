@@ -10,6 +10,7 @@ Input checks look at a tensor's static dtype and rank where they are known
 and add run-time assertions (`require`) where only the values tell.
 """
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -281,6 +282,14 @@ def require(condition, message, **values):
     return [tf.debugging.Assert(condition, data, summarize=8)]
 
 
+def dependencies(checks):
+    """`tf.control_dependencies(checks)`, or a context doing nothing when
+    there are no checks (eager, or on JAX and PyTorch tensors)."""
+    if not checks:
+        return contextlib.nullcontext()
+    return tf.control_dependencies(checks)
+
+
 def ids_below(values, vocabulary_size):
     """bool scalar: every id of `values` lies in `[0, vocabulary_size)`.
 
@@ -420,4 +429,76 @@ def refuse_ragged_under_xla(owner, name, tensor, in_xla):
             f"first (e.g. `{name}.to_tensor()`, padding with the layer's "
             f"pad_token_id) or run without XLA. Received: ragged {name} of shape "
             f"{shape_text(tensor)}"
+        )
+
+
+LENGTHS_RANGE_MESSAGE = (
+    "`lengths` must lie in [0, T], T the inputs' length (a length past T is "
+    "often a count in other units, e.g. audio samples instead of frames)"
+)
+
+
+def length_checks(lengths, batch_size, sequence_length):
+    """TensorFlow: `lengths` holds `batch_size` values in `[0, T]`.
+
+    A `ValueError` when eager, else asserts to run first (which XLA drops:
+    the kernels then clip lengths to `[0, T]`).
+    """
+    lengths = tf.reshape(lengths, [-1]) if lengths.shape.rank is None else lengths
+    checks = []
+    if not isinstance(batch_size, int) or lengths.shape[0] != batch_size:
+        size = tf.size(lengths, out_type=tf.int32)
+        checks += require(
+            tf.equal(size, batch_size),
+            "`lengths` must have shape [B], one per row of the inputs",
+            size=size,
+            batch_size=batch_size,
+        )
+    length = tf.cast(sequence_length, lengths.dtype)
+    checks += require(
+        tf.reduce_all((lengths >= 0) & (lengths <= length)),
+        LENGTHS_RANGE_MESSAGE,
+        lengths=lengths,
+        T=sequence_length,
+    )
+    return checks
+
+
+def check_length_values(lengths, sequence_length):
+    """JAX and PyTorch, called eagerly: `lengths` in `[0, T]` (a `ValueError`).
+
+    Traced values (under jit) cannot be read and are left to the kernels,
+    which clip them to `[0, T]`.
+    """
+    import keras
+
+    try:
+        values = np.asarray(keras.ops.convert_to_numpy(lengths))
+    except Exception:  # a tracer: no values to check
+        return
+    if values.size and (values.min() < 0 or values.max() > sequence_length):
+        raise ValueError(
+            f"{LENGTHS_RANGE_MESSAGE}. Received: lengths={values.tolist()}, T={sequence_length}"
+        )
+
+
+def check_lengths_tensor(owner, lengths, batch_size, name="lengths"):
+    """Static checks of a `lengths` tensor: integers, shape `[B]`.
+
+    `batch_size`: the inputs' static batch size, or `None`.
+    """
+    if not hasattr(lengths, "dtype") or "int" not in dtype_name(lengths):
+        shown = lengths if not hasattr(lengths, "dtype") else f"a tensor of dtype {dtype_name(lengths)}"
+        raise ValueError(
+            f"{owner}: `{name}` must be integers [B], each row's number of real "
+            f"frames or tokens. Received: {shown!r}"
+        )
+    rank = static_rank(lengths)
+    received = tuple(lengths.shape) if rank is not None else None
+    if received is not None and (
+        len(received) != 1 or None not in (batch_size, received[0]) and batch_size != received[0]
+    ):
+        raise ValueError(
+            f"{owner}: `{name}` must have shape [B] with B = {batch_size}, the batch "
+            f"size of the inputs. Received: {name} of shape {shape_text(lengths)}"
         )

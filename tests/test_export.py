@@ -13,6 +13,7 @@ from keras_dynmask import DenoiserMixture
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
 from keras_dynmask import SpanCorruption
+from keras_dynmask import SpecAugment
 from keras_dynmask import export
 from saved_model_samples import WHITESPACE_OP
 from saved_model_samples import whitespace_tokenizer_export
@@ -40,7 +41,8 @@ def masking_module():
         "span": SpanCorruption(50, num_sentinels=5, eos_id=1),
         "ul2": DenoiserMixture(50, num_sentinels=5),
     }
-    module.layers = list(layers.values())
+    spec_augment = SpecAugment(2, 5, 0.5, 2, 3, mask_value="mean")
+    module.layers = list(layers.values()) + [spec_augment]
 
     @tf.function(input_signature=[IDS, SEED])
     def mask(token_ids, seed):
@@ -52,6 +54,8 @@ def masking_module():
             out.update({f"{name}_{key}": value for key, value in result.items()})
         fresh = layers["bernoulli"](token_ids, training=True)
         out["fresh_ids"] = fresh["token_ids"]
+        spectrogram = tf.cast(token_ids[:, :, None], tf.float32) * tf.ones([1, 1, 8])
+        out["spec_augment"] = spec_augment(spectrogram, training=True, seed=seed)
         return out
 
     @tf.function(input_signature=[IDS])
@@ -65,6 +69,11 @@ def masking_module():
                 token_ids, padding_mask=padding, segment_ids=segments, prefix_length=2
             ),
             "backward": CausalMask(direction="backward")(token_ids),
+            "frames": PaddingMask(output_mode="attention")(
+                tf.cast(token_ids[:, :, None], tf.float32),
+                lengths=tf.reduce_sum(tf.cast(padding, tf.int32), axis=1),
+            ),
+            "cross": PaddingMask(output_mode="cross")((token_ids, padding[:, :2])),
         }
 
     module.mask, module.attention = mask, attention

@@ -234,3 +234,172 @@ def test_bad_configuration_raises(kwargs, quoted):
 def test_bad_inputs_raise(token_ids, quoted):
     with pytest.raises(ValueError, match=quoted):
         PaddingMask()(token_ids)
+
+
+# Frames: lengths and Keras masks.
+
+
+def lengths_reference(lengths, length):
+    return np.arange(length)[None, :] < np.asarray(lengths)[:, None]
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_lengths_give_the_masks_of_ids_of_those_lengths(dtype):
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(0, 9, 6).astype(dtype)
+    features = rng.normal(size=(6, 8, 3)).astype("float32")
+    ids = np.where(lengths_reference(lengths, 8), 7, 0).astype("int32")
+    for mode in ("mask", "attention"):
+        layer = PaddingMask(output_mode=mode)
+        got = layer(features, lengths=lengths)
+        assert got.dtype == tf.bool
+        np.testing.assert_array_equal(got.numpy(), layer(ids).numpy())
+    # Ids [B, T] with lengths: the lengths decide, not the padding id.
+    np.testing.assert_array_equal(
+        PaddingMask()(np.zeros((2, 3), "int32"), lengths=[3, 1]).numpy(),
+        [[True, True, True], [True, False, False]],
+    )
+
+
+def test_keras_mask_of_float_features_is_the_padding():
+    features = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
+    features[0, 3:], features[1, 1:], features[2, :] = 0.0, 0.0, 0.0
+    real = features.any(axis=2)
+    masked = keras.layers.Masking(0.0)(features)
+    np.testing.assert_array_equal(PaddingMask()(masked).numpy(), real)
+    np.testing.assert_array_equal(
+        PaddingMask(output_mode="attention")(masked).numpy(), reference_attention_mask(real)
+    )
+    # In a model: Keras hands the layer the mask of its input.
+    inputs = keras.Input((None, 4))
+    attention = PaddingMask(output_mode="attention")(keras.layers.Masking(0.0)(inputs))
+    assert attention.shape == (None, None, None)
+    model = keras.Model(inputs, attention)
+    np.testing.assert_array_equal(model.predict(features, verbose=0), reference_attention_mask(real))
+
+
+def test_lengths_in_tf_data_and_graphs_with_unknown_shapes():
+    frames = tf.data.Dataset.range(1, 4).map(
+        lambda n: (tf.ones(tf.stack([n, 2])), tf.cast(n, tf.int32) - 1)
+    )
+    dataset = frames.padded_batch(3).map(lambda f, l: PaddingMask()(f, lengths=l))
+    (mask,) = [m.numpy() for m in dataset]
+    np.testing.assert_array_equal(mask, lengths_reference([0, 1, 2], 3))
+
+    for jit_compile in (False, True):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None, 3]), tf.TensorSpec([None], tf.int64)],
+            jit_compile=jit_compile,
+        )
+        def attention(features, lengths):
+            return PaddingMask(output_mode="attention")(features, lengths=lengths)
+
+        for shape, lengths in (((2, 4, 3), [4, 1]), ((1, 6, 3), [0])):
+            expected = reference_attention_mask(lengths_reference(lengths, shape[1]))
+            np.testing.assert_array_equal(attention(tf.zeros(shape), lengths).numpy(), expected)
+
+
+# Cross-attention.
+
+
+def test_cross_mask_from_ids_masks_and_lengths():
+    target = np.array([[4, 5, 0], [6, 0, 0]], "int32")
+    source = np.array([[7, 8, 9, 0, 0], [7, 0, 0, 0, 0]], "int64")
+    expected = (target != 0)[:, :, None] & (source != 0)[:, None, :]
+    cross = PaddingMask(output_mode="cross")
+    np.testing.assert_array_equal(cross((target, source)).numpy(), expected)
+    np.testing.assert_array_equal(cross((target != 0, tf.constant(source != 0))).numpy(), expected)
+    frames = np.ones((2, 5, 8), "float32")
+    got = cross((target, frames), lengths=(None, np.array([3, 1], "int32")))
+    np.testing.assert_array_equal(got.numpy(), expected)
+    ragged = tf.ragged.constant([[4, 5], [6]])
+    np.testing.assert_array_equal(cross((ragged, source)).numpy(), expected[:, :2])  # T = 2
+
+
+def test_cross_mask_equals_keras_padding_handling():
+    rng = np.random.default_rng(3)
+    target = rng.integers(1, 10, (3, 4)).astype("int32")
+    source = rng.integers(1, 10, (3, 6)).astype("int32")
+    target[0, 2:], target[2, 1:], source[1, 3:], source[2, 5:] = 0, 0, 0, 0
+    embedding = keras.layers.Embedding(10, 8, mask_zero=True)
+    attention = keras.layers.MultiHeadAttention(2, 4, seed=0)
+    query, value = embedding(target), embedding(source)
+    mask = PaddingMask(output_mode="cross")((target, source))
+    # Float features carrying Keras masks give the same mask (read before
+    # the attention call, which drops its inputs' masks).
+    from_features = PaddingMask(output_mode="cross")((query, value))
+    np.testing.assert_array_equal(from_features.numpy(), mask.numpy())
+    expected = attention(query, value)  # masks from Embedding(mask_zero=True)
+    got = attention(tf.identity(query), tf.identity(value), attention_mask=mask)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_cross_model_keras_file_round_trip(tmp_path):
+    target = keras.Input((None,), dtype="int32")
+    frames = keras.Input((None, 4))
+    lengths = keras.Input((), dtype="int32")
+    source = PaddingMask(name="frames")(frames, lengths=lengths)
+    assert source.shape == (None, None)
+    cross = PaddingMask(output_mode="cross", name="cross")((target, source))
+    assert cross.shape == (None, None, None) and cross.dtype == "bool"
+    model = keras.Model([target, frames, lengths], cross)
+    path = str(tmp_path / "cross.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.get_layer("cross").get_config()["output_mode"] == "cross"
+    inputs = [np.array([[3, 0], [4, 5]], "int32"), np.zeros((2, 3, 4), "float32"), np.array([1, 3], "int32")]
+    expected = (inputs[0] != 0)[:, :, None] & lengths_reference(inputs[2], 3)[:, None, :]
+    np.testing.assert_array_equal(restored.predict(inputs, verbose=0), expected)
+    spec = PaddingMask(output_mode="cross").compute_output_spec(
+        (keras.KerasTensor((2, 5), "int32"), keras.KerasTensor((2, 7), "bool"))
+    )
+    assert spec.shape == (2, 5, 7)
+    assert PaddingMask(output_mode="attention").compute_output_shape((2, 6, 80)) == (2, 6, 6)
+
+
+def test_saved_model_checks_lengths_at_run_time(tmp_path):
+    module = tf.Module()
+    module.mask = tf.function(
+        lambda features, lengths: PaddingMask()(features, lengths=lengths),
+        input_signature=[tf.TensorSpec([None, None, 2]), tf.TensorSpec([None], tf.int32)],
+    )
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    np.testing.assert_array_equal(loaded.mask(tf.zeros([2, 3, 2]), [3, 1]).numpy(), lengths_reference([3, 1], 3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lengths"):
+        loaded.mask(tf.zeros([2, 3, 2]), [4, 1])
+
+
+# Errors of the frame and cross forms.
+
+
+@pytest.mark.parametrize(
+    "call, quoted",
+    [
+        (lambda: PaddingMask()(np.zeros((2, 3, 4), "float32")), "lengths=.*or a Keras mask"),
+        (lambda: PaddingMask()(np.zeros((2, 3, 4)), lengths=[3, 4]), "lengths=\\[3, 4\\], T=3"),
+        (lambda: PaddingMask()(np.zeros((2, 3, 4)), lengths=[-1, 2]), "must lie in \\[0, T\\]"),
+        (lambda: PaddingMask()(np.zeros((2, 3, 4)), lengths=[1, 2, 3]), "shape \\[B\\] with B = 2"),
+        (lambda: PaddingMask()(np.zeros((2, 3, 4)), lengths=[[1, 2]]), "shape \\[B\\] with B = 2"),
+        (lambda: PaddingMask()(np.zeros((2, 3, 4)), lengths=[1.0, 2.0]), "must be integers \\[B\\]"),
+        (lambda: PaddingMask()(np.zeros((3,)), lengths=[1]), "of shape \\[B, T\\] or"),
+        (lambda: PaddingMask()(np.zeros((2, 3), "float32"), mask=np.ones((2, 4), bool)), "Keras mask"),
+        (lambda: PaddingMask()((np.ones((1, 2), "int32"), np.ones((1, 2), "int32"))), "output_mode='cross'"),
+        (lambda: PaddingMask(output_mode="cross")(np.ones((1, 2), "int32")), "takes a pair"),
+        (lambda: PaddingMask(output_mode="cross")((np.ones((2, 2), "int32"), np.ones((3, 2), "int32"))), "same size"),
+        (lambda: PaddingMask(output_mode="cross")((np.ones(2, "int32"), np.ones((1, 2), "int32"))), "token ids \\[B, T\\]"),
+        (lambda: PaddingMask(output_mode="cross")((np.ones((1, 2), "int32"),) * 2, lengths=[1]), "a pair"),
+    ],
+)
+def test_bad_frame_and_cross_inputs_raise(call, quoted):
+    with pytest.raises(ValueError, match=quoted):
+        call()
+
+
+def test_lengths_past_the_end_fail_in_graphs_and_are_clipped_under_xla():
+    signature = [tf.TensorSpec([None, None, 2]), tf.TensorSpec([None], tf.int32)]
+    graph = tf.function(lambda f, l: PaddingMask()(f, lengths=l), input_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must lie in"):
+        graph(tf.zeros([2, 3, 2]), [5, -1])
+    xla = tf.function(lambda f, l: PaddingMask()(f, lengths=l), input_signature=signature, jit_compile=True)
+    np.testing.assert_array_equal(xla(tf.zeros([2, 3, 2]), [5, -1]).numpy(), [[True] * 3, [False] * 3])

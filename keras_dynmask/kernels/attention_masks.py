@@ -9,9 +9,9 @@ runs over tokens, and the masks work at a sequence length known only at run
 time (a `None` dimension in a SavedModel) as well as under XLA and jit.
 
 Conventions: a *padding mask* is bool `[B, T]`, True where the token is real;
-an *attention mask* is bool `[B, T, T]`, True where query `i` (axis 1) may
-attend key `j` (axis 2), the `attention_mask` that
-`keras.layers.MultiHeadAttention` takes.
+an *attention mask* is bool `[B, T, T]` (`[B, T_target, T_source]` across
+two sequences), True where query `i` (axis 1) may attend key `j` (axis 2),
+the `attention_mask` that `keras.layers.MultiHeadAttention` takes.
 """
 
 import numpy as np
@@ -46,6 +46,35 @@ def token_padding_mask(token_ids, pad_token_id=0, ops=None):
         # No token can equal the padding id.
         return ops.ones(ops.shape(token_ids), "bool")
     return ops.not_equal(token_ids, ops.convert(pad_token_id, dtype=dtype))
+
+
+def length_padding_mask(lengths, sequence_length, ops=None):
+    """bool `[B, T]`: True at the first `lengths[b]` positions of row `b`.
+
+    Args:
+        lengths: integer `[B]`, each row's number of real frames or tokens.
+            Values are clipped to `[0, T]` in their own dtype first (an
+            int64 length past int32 means the whole row, not a wrapped
+            value): a negative length gives an all-padding row, one past
+            `T` an all-real row. `PaddingMask` refuses both before this.
+        sequence_length: int or scalar integer tensor, `T`.
+        ops: the op set; `None` takes the one of `lengths`.
+    """
+    ops = ops or op_set.for_values(lengths)
+    length = ops.cast(sequence_length, ops.dtype_name(lengths))
+    lengths = ops.cast(ops.clip(lengths, 0, length), "int32")
+    return ops.arange(sequence_length)[None, :] < lengths[:, None]
+
+
+def cross_attention_mask(target_padding, source_padding):
+    """`[B, T_target, T_source]`: True where the query (a target position)
+    and the key (a source position) are both real.
+
+    Args:
+        target_padding: bool `[B, T_target]`, True at real target positions.
+        source_padding: bool `[B, T_source]`, True at real source positions.
+    """
+    return target_padding[:, :, None] & source_padding[:, None, :]
 
 
 def attention_mask_from_padding(padding_mask):

@@ -154,3 +154,54 @@ def test_in_a_grain_pipeline(as_numpy):
     )
     causal = grain.MapDataset.source([IDS]).map(lambda ids: CausalMask(window=2)(ids, padding_mask=ids != 0))
     np.testing.assert_array_equal(as_numpy(causal[0]), reference_causal(IDS, 2))
+
+
+# Frames by lengths, Keras masks, cross-attention.
+
+LENGTHS = np.array([3, 1], "int32")
+FRAMES = np.random.default_rng(0).normal(size=(2, 4, 6)).astype("float32")
+REAL_FRAMES = np.arange(4)[None, :] < LENGTHS[:, None]
+
+
+def test_lengths_keras_masks_and_cross_on_backend_tensors(as_numpy):
+    frames = keras.ops.convert_to_tensor(FRAMES)
+    mask = PaddingMask()(frames, lengths=keras.ops.convert_to_tensor(LENGTHS))
+    assert type(mask).__module__.split(".")[0] == type(frames).__module__.split(".")[0]
+    np.testing.assert_array_equal(as_numpy(mask), REAL_FRAMES)
+    masked = keras.layers.Masking(0.0)(keras.ops.convert_to_tensor(FRAMES * REAL_FRAMES[:, :, None]))
+    np.testing.assert_array_equal(as_numpy(PaddingMask()(masked)), REAL_FRAMES)
+    cross = PaddingMask(output_mode="cross")((keras.ops.convert_to_tensor(IDS), mask))
+    np.testing.assert_array_equal(as_numpy(cross), (IDS != 0)[:, :, None] & REAL_FRAMES[:, None, :])
+    with pytest.raises(ValueError, match="T=4"):
+        PaddingMask()(frames, lengths=np.array([5, 1], "int32"))
+
+
+def test_functional_model_taking_lengths_fits_and_round_trips(tmp_path):
+    """A decoder's queries attend the real frames of an encoder's input."""
+    keras.utils.set_random_seed(4)
+    frames, lengths = keras.Input((None, 6)), keras.Input((), dtype="int32")
+    target = keras.Input((None,), dtype="int32")
+    cross = PaddingMask(output_mode="cross", name="cross")(
+        (target, PaddingMask()(frames, lengths=lengths))
+    )
+    queries = keras.layers.Embedding(20, 6)(target)
+    decoded = keras.layers.MultiHeadAttention(2, 4)(queries, frames, attention_mask=cross)
+    model = keras.Model([frames, lengths, target], keras.layers.Dense(1)(decoded))
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(1)
+    data = [
+        rng.normal(size=(8, 5, 6)).astype("float32"),
+        rng.integers(1, 6, 8).astype("int32"),
+        rng.integers(1, 20, (8, 3)).astype("int32"),
+    ]
+    history = model.fit(data, np.ones((8, 3, 1), "float32"), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    # Frames past a row's length change nothing: they are never attended.
+    changed = [data[0] + (np.arange(5)[None, :, None] >= data[1][:, None, None]) * 9.0] + data[1:]
+    predicted = model.predict(data, verbose=0)
+    np.testing.assert_allclose(model.predict(changed, verbose=0), predicted, rtol=1e-5, atol=1e-5)
+    path = os.path.join(tmp_path, "cross.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.get_layer("cross").output_mode == "cross"
+    np.testing.assert_allclose(restored.predict(data, verbose=0), predicted, rtol=1e-5, atol=1e-6)
