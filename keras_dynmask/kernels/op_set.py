@@ -11,6 +11,10 @@ TensorFlow, JAX and PyTorch tensors all support. The same kernel then runs:
   model, under jit, and on a backend tensor called eagerly, which then
   gets a tensor of that backend back.
 
+`gather_rows(x, indices)` takes, for each row `b`, the entries
+`x[b, indices[b, k]]` along axis 1 (`[B, N]` or `[B, N, D]` by `[B, K]`
+indices).
+
 `for_values(*values)` picks the binding for a call's inputs. Nothing here
 imports TensorFlow: the TensorFlow binding is made on first use, which only
 happens once TensorFlow is loaded (a TF tensor, a `tf.data` graph, or the
@@ -131,10 +135,15 @@ KERAS = types.SimpleNamespace(
     sort=keras.ops.sort,
     take_along_axis=keras.ops.take_along_axis,
     take=keras.ops.take,
+    gather_rows=lambda x, indices: keras.ops.take_along_axis(
+        x, keras.ops.expand_dims(indices, -1) if len(x.shape) == 3 else indices, axis=1
+    ),
     minimum=keras.ops.minimum,
     maximum=keras.ops.maximum,
     round=keras.ops.round,
     floor=keras.ops.floor,
+    sqrt=keras.ops.sqrt,
+    exp=keras.ops.exp,
     any=keras.ops.any,
     uniform=_keras_uniform,
     fold_seed=_keras_fold_seed,
@@ -207,10 +216,13 @@ def _make_tensorflow_ops():
         sort=lambda x, axis=-1: tf.sort(x, axis=axis),
         take_along_axis=lambda x, indices, axis: tf.gather(x, indices, batch_dims=1, axis=axis),
         take=tf.gather,
+        gather_rows=lambda x, indices: tf.gather(x, indices, batch_dims=1, axis=1),
         minimum=tf.minimum,
         maximum=tf.maximum,
         round=tf.round,
         floor=tf.floor,
+        sqrt=tf.sqrt,
+        exp=tf.exp,
         any=lambda x, axis=None: tf.reduce_any(x, axis=axis),
         uniform=uniform,
         fold_seed=fold_seed,
