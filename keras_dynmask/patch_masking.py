@@ -308,7 +308,7 @@ class PatchMasking(MaskingLayer):
         """`"block"`: the candidate blocks tried per image (static), once the
         number of patches is known; else `None`."""
         plans = self.__dict__.get("_plans") or {}
-        return next(iter(plans.values()))["block_candidates"] if plans else None
+        return next(iter(plans.values())).get("block_candidates") if plans else None
 
     def _plan(self, num_patches):
         """The grid and the counts for `num_patches` patches (checked, cached)."""

@@ -15,6 +15,10 @@ TensorFlow, JAX and PyTorch tensors all support. The same kernel then runs:
 `x[b, indices[b, k]]` along axis 1 (`[B, N]` or `[B, N, D]` by `[B, K]`
 indices).
 
+`fori_loop(lower, upper, body, init)` runs `state = body(i, state)` for
+`i` in `[lower, upper)` (`keras.ops.fori_loop`; a `tf.while_loop`, whose
+body XLA compiles once).
+
 `for_values(*values)` picks the binding for a call's inputs. Nothing here
 imports TensorFlow: the TensorFlow binding is made on first use, which only
 happens once TensorFlow is loaded (a TF tensor, a `tf.data` graph, or the
@@ -147,6 +151,7 @@ KERAS = types.SimpleNamespace(
     any=keras.ops.any,
     uniform=_keras_uniform,
     fold_seed=_keras_fold_seed,
+    fori_loop=keras.ops.fori_loop,
     dtype_name=lambda x: keras.backend.standardize_dtype(x.dtype),
 )
 
@@ -185,6 +190,14 @@ def _make_tensorflow_ops():
 
     def argsort(x, axis=-1):
         return tf.argsort(x, axis=axis, stable=True)
+
+    def fori_loop(lower, upper, body, init):
+        # `keras.ops.fori_loop`'s meaning: `body(i, state)` for i in [lower, upper).
+        def step(i, state):
+            return i + 1, body(i, state)
+
+        _, state = tf.while_loop(lambda i, _: i < upper, step, (tf.constant(lower), init))
+        return state
 
     def convert(x, dtype=None):
         if isinstance(x, (tf.Tensor, tf.RaggedTensor, tf.Variable)) and dtype is None:
@@ -226,5 +239,6 @@ def _make_tensorflow_ops():
         any=lambda x, axis=None: tf.reduce_any(x, axis=axis),
         uniform=uniform,
         fold_seed=fold_seed,
+        fori_loop=fori_loop,
         dtype_name=lambda x: keras.backend.standardize_dtype(x.dtype),
     )

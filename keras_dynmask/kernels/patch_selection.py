@@ -123,21 +123,25 @@ def block_patch_mask(
     block_aspect]`, the block fits the grid, and it adds at least one new
     patch but no more than `remaining`: so no image ever has more than
     `num_masked` patches masked. Blocks may overlap earlier ones. The loop
-    runs over `num_candidates` candidates (static), each a few dense `[B,
-    N]` ops; nothing loops over patches.
+    (`ops.fori_loop`, compiled once under XLA) runs over `num_candidates`
+    candidates (static), each a few dense `[B, N]` ops; nothing loops over
+    patches.
     """
     rows, cols = grid
     row_of, col_of = grid_coordinates(grid)
     row_of = ops.convert(row_of)[None, :]
     col_of = ops.convert(col_of)[None, :]
-    draws = ops.uniform((batch_size, num_candidates * 4), seed)
+    # One row of four draws per candidate: area, aspect, top, left.
+    draws = ops.reshape(ops.uniform((num_candidates * 4, batch_size), seed), (num_candidates, 4, -1))
     log_low = math.log(block_aspect)
     log_span = -2.0 * log_low
     tolerance = 1e-6
-    mask = ops.zeros((batch_size, rows * cols), "bool")
-    remaining = ops.zeros((batch_size,), "int32") + num_masked
-    for candidate in range(num_candidates):
-        u_area, u_aspect, u_top, u_left = (draws[:, 4 * candidate + k] for k in range(4))
+
+    def try_candidate(candidate, state):
+        mask, remaining = state
+        u_area, u_aspect, u_top, u_left = (
+            ops.take(ops.take(draws, candidate, axis=0), k, axis=0) for k in range(4)
+        )
         ceiling = ops.cast(ops.maximum(remaining, min_block_patches), "float32")
         area = min_block_patches + u_area * (ceiling - min_block_patches)
         aspect = ops.exp(log_low + u_aspect * log_span)
@@ -161,7 +165,11 @@ def block_patch_mask(
         new_count = ops.sum(ops.cast(cover & ops.logical_not(mask), "int32"), axis=-1)
         accepted = valid & (new_count > 0) & (new_count <= remaining)
         mask = mask | (cover & accepted[:, None])
-        remaining = remaining - ops.where(accepted, new_count, 0)
+        return mask, remaining - ops.where(accepted, new_count, 0)
+
+    mask = ops.zeros((batch_size, rows * cols), "bool")
+    remaining = ops.zeros((batch_size,), "int32") + num_masked
+    mask, _ = ops.fori_loop(0, num_candidates, try_candidate, (mask, remaining))
     return mask
 
 
