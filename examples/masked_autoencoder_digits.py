@@ -141,7 +141,7 @@ def masked_patch_error(viewer, patches, batch_size=256):
     return total / count
 
 
-def save_picture(viewer, patches, path, count=8):
+def save_picture(viewer, patches, path, mask_ratio, count=8):
     """Inputs, masked inputs and reconstructions (visible patches pasted
     back) of `count` held-out digits, as a PNG."""
     import matplotlib
@@ -166,7 +166,7 @@ def save_picture(viewer, patches, path, count=8):
             axis.set_xticks([])
             axis.set_yticks([])
         axes[row, 0].set_ylabel(title, fontsize=7)
-    figure.suptitle("MAE on 8x8 digits: 2x2 patches, 75 % masked (PatchMasking)", fontsize=9)
+    figure.suptitle(f"MAE on 8x8 digits: 2x2 patches, {mask_ratio:.0%} masked (PatchMasking)", fontsize=9)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -202,7 +202,7 @@ def main(argv=None):
     after = masked_patch_error(viewer, test)
     print(f"masked-patch MSE on held-out digits after training: {after:.4f} "
           f"(predicting each pixel's training mean: {baseline:.4f})")
-    save_picture(viewer, test, args.output)
+    save_picture(viewer, test, args.output, args.mask_ratio)
     print(f"picture of inputs, masks and reconstructions: {args.output}")
     return 0
 
