@@ -39,8 +39,9 @@ class PatchMasking(MaskingLayer):
       min_block_patches` and `h / w` in `[block_aspect, 1 / block_aspect]`,
       placed uniformly and added one after another while they fit the
       budget: never more than `num_masked` patches per image (default
-      `round(0.4 * N)`, BEiT's 75 of 196), and close to it (96 % of it on
-      average in BEiT's setting). Candidate blocks are tried as BEiT's
+      `round(0.4 * N)`, 78 of 196; BEiT sets 75), and close to it (97 % of
+      it on average in BEiT's setting, 75 of 196 with blocks of 16 or
+      more). Candidate blocks are tried as BEiT's
       generator tries them (a target area uniform between
       `min_block_patches` and the budget left, a log-uniform aspect ratio,
       rounded sides); a candidate is kept when it adds at least one new
