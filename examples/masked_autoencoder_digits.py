@@ -2,9 +2,10 @@
 
 Each digit is cut into 16 patches of 2x2 pixels. Inside the model,
 `PatchMasking("random", mask_ratio=0.75)` keeps 4 random patches per image
-(fresh at every training step), a tiny Transformer encoder sees only those,
+(fresh at every training step), a one-block Transformer encoder sees only those,
 and a decoder puts them back in order with a learned mask token for each
-dropped patch (`restore_patches`) and reconstructs every patch's pixels.
+dropped patch (`restore_patches`) and reconstructs every patch's pixels
+with a small MLP.
 The loss counts the masked patches only (the visible ones are copied
 through, so they add neither error nor gradient), as in MAE. The script
 prints the masked-patch error on held-out digits before and after training
@@ -108,6 +109,10 @@ def transformer_block(x, width, heads=4):
 def build_models(mask_ratio=0.75, width=64, decoder_width=32, seed=0):
     """`(trainer, viewer)`: two views of one MAE.
 
+    The encoder is a Transformer block over the kept patches only; the
+    decoder restores the original order with a learned mask token at every
+    dropped patch and reads the whole sequence with a small MLP (on 16
+    patches an MLP learns in seconds what attention takes minutes to).
     `trainer` outputs every patch's pixels with the visible patches copied
     from the input, so a plain MSE against the input counts the masked
     patches only; `viewer` outputs the raw reconstruction and the mask.
@@ -115,12 +120,13 @@ def build_models(mask_ratio=0.75, width=64, decoder_width=32, seed=0):
     patches = keras.Input((NUM_PATCHES, PATCH_PIXELS), name="patches")
     tokens = AddPositions()(keras.layers.Dense(width)(patches))
     masked = PatchMasking("random", mask_ratio=mask_ratio, seed=seed)(tokens)
-    encoded = transformer_block(transformer_block(masked["kept"], width), width)
-    encoded = keras.layers.LayerNormalization()(encoded)
+    encoded = keras.layers.LayerNormalization()(transformer_block(masked["kept"], width))
     decoded = keras.layers.Dense(decoder_width)(encoded)
-    decoded = MaskTokenDecoderInput()(decoded, masked["ids_restore"])
-    decoded = transformer_block(AddPositions()(decoded), decoder_width)
-    reconstruction = keras.layers.Dense(PATCH_PIXELS)(decoded)
+    decoded = AddPositions()(MaskTokenDecoderInput()(decoded, masked["ids_restore"]))
+    hidden = keras.layers.Reshape((NUM_PATCHES * decoder_width,))(decoded)
+    hidden = keras.layers.Dense(256, activation="gelu")(hidden)
+    pixels = keras.layers.Dense(NUM_PATCHES * PATCH_PIXELS)(hidden)
+    reconstruction = keras.layers.Reshape((NUM_PATCHES, PATCH_PIXELS))(pixels)
     dropped = keras.ops.expand_dims(masked["mask"], -1)
     trainer = keras.Model(patches, keras.ops.where(dropped, reconstruction, patches))
     viewer = keras.Model(patches, {"reconstruction": reconstruction, "mask": masked["mask"]})
