@@ -16,7 +16,11 @@ Run: `python examples/masked_autoencoder_digits.py [--quick] [--output PATH]`
 (default output `results/masked_autoencoder_digits.png`). The digits ship
 with scikit-learn (`sklearn.datasets.load_digits`): nothing is downloaded.
 Uses Keras only, so it runs under `KERAS_BACKEND=tensorflow`, `jax` or
-`torch`; `--quick` (a few epochs) takes about 15 s on a 2-core CPU.
+`torch` (all three tried, 2026-12-07). `--quick` (6 epochs, what CI runs)
+took 7 s of training under TensorFlow on a shared 2-core CPU, about 30 s
+under JAX and 80 s under PyTorch (eager); the held-out masked-patch error
+ends near 0.055, against 0.074 for the best guess that ignores the visible
+patches (each pixel's mean).
 """
 
 import argparse
