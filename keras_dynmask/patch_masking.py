@@ -217,7 +217,12 @@ class PatchMasking(MaskingLayer):
                 self.build(_shape_list(patches))
         return super().__call__(patches, training=training, seed=seed, **kwargs)
 
-    def call(self, patches, training=None, seed=None):
+    def call(
+        self,
+        patches: "tf.Tensor | np.ndarray",
+        training: "bool | tf.Tensor | None" = None,
+        seed: "tf.Tensor | None" = None,
+    ) -> dict:
         ops, patches = backend_values(patches)
         self._check_patches(patches)
         if ops is op_set.KERAS:
@@ -463,7 +468,11 @@ def _block_shapes(grid, min_block_patches, block_aspect, num_masked):
     ]
 
 
-def restore_patches(sequence, ids_restore, mask_token=None):
+def restore_patches(
+    sequence: "tf.Tensor | np.ndarray",
+    ids_restore: "tf.Tensor | np.ndarray",
+    mask_token: "tf.Tensor | np.ndarray | None" = None,
+) -> "tf.Tensor":
     """Puts an MAE decoder's sequence back in the patches' original order.
 
     `PatchMasking("random")` shuffles each image's patches and keeps the
