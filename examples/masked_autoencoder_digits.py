@@ -19,8 +19,8 @@ Uses Keras only, so it runs under `KERAS_BACKEND=tensorflow`, `jax` or
 `torch` (all three tried, 2026-12-07). `--quick` (6 epochs, what CI runs)
 took 7 s of training under TensorFlow on a shared 2-core CPU, about 30 s
 under JAX and 80 s under PyTorch (eager); the held-out masked-patch error
-ends near 0.055, against 0.074 for the best guess that ignores the visible
-patches (each pixel's mean).
+ends near 0.055 (0.045 after the default 40 epochs), against 0.074 for the
+best guess that ignores the visible patches (each pixel's mean).
 """
 
 import argparse
