@@ -19,6 +19,8 @@ from keras_dynmask.denoiser_mixture import DenoiserMixture
 from keras_dynmask.dynamic_mlm_masking import DynamicMLMMasking
 from keras_dynmask.masked_lm_model import MaskedLMModel
 from keras_dynmask.padding_mask import PaddingMask
+from keras_dynmask.patch_masking import PatchMasking
+from keras_dynmask.patch_masking import restore_patches
 from keras_dynmask.rate_schedules import MaskRateLogger
 from keras_dynmask.span_corruption import SpanCorruption
 from keras_dynmask.span_masking import SpanMasking
@@ -34,11 +36,13 @@ __all__ = [
     "MaskRateLogger",
     "MaskedLMModel",
     "PaddingMask",
+    "PatchMasking",
     "SpanCorruption",
     "SpanMasking",
     "SpecAugment",
     "WordPieceTokenizer",
     "data",
+    "restore_patches",
     "word_starts",
 ]
 

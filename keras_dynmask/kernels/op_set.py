@@ -11,6 +11,14 @@ TensorFlow, JAX and PyTorch tensors all support. The same kernel then runs:
   model, under jit, and on a backend tensor called eagerly, which then
   gets a tensor of that backend back.
 
+`gather_rows(x, indices)` takes, for each row `b`, the entries
+`x[b, indices[b, k]]` along axis 1 (`[B, N]` or `[B, N, D]` by `[B, K]`
+indices).
+
+`fori_loop(lower, upper, body, init)` runs `state = body(i, state)` for
+`i` in `[lower, upper)` (`keras.ops.fori_loop`; a `tf.while_loop`, whose
+body XLA compiles once).
+
 `for_values(*values)` picks the binding for a call's inputs. Nothing here
 imports TensorFlow: the TensorFlow binding is made on first use, which only
 happens once TensorFlow is loaded (a TF tensor, a `tf.data` graph, or the
@@ -132,13 +140,19 @@ KERAS = types.SimpleNamespace(
     take_along_axis=keras.ops.take_along_axis,
     take=keras.ops.take,
     scatter=keras.ops.scatter,
+    gather_rows=lambda x, indices: keras.ops.take_along_axis(
+        x, keras.ops.expand_dims(indices, -1) if len(x.shape) == 3 else indices, axis=1
+    ),
     minimum=keras.ops.minimum,
     maximum=keras.ops.maximum,
     round=keras.ops.round,
     floor=keras.ops.floor,
+    sqrt=keras.ops.sqrt,
+    exp=keras.ops.exp,
     any=keras.ops.any,
     uniform=_keras_uniform,
     fold_seed=_keras_fold_seed,
+    fori_loop=keras.ops.fori_loop,
     dtype_name=lambda x: keras.backend.standardize_dtype(x.dtype),
 )
 
@@ -182,6 +196,13 @@ def _make_tensorflow_ops():
         # Values at repeated indices add up, as keras.ops.scatter's do.
         shape = tf.stack([tf.cast(dim, indices.dtype) for dim in shape])
         return tf.scatter_nd(indices, values, shape)
+    def fori_loop(lower, upper, body, init):
+        # `keras.ops.fori_loop`'s meaning: `body(i, state)` for i in [lower, upper).
+        def step(i, state):
+            return i + 1, body(i, state)
+
+        _, state = tf.while_loop(lambda i, _: i < upper, step, (tf.constant(lower), init))
+        return state
 
     def convert(x, dtype=None):
         if isinstance(x, (tf.Tensor, tf.RaggedTensor, tf.Variable)) and dtype is None:
@@ -214,12 +235,16 @@ def _make_tensorflow_ops():
         take_along_axis=lambda x, indices, axis: tf.gather(x, indices, batch_dims=1, axis=axis),
         take=tf.gather,
         scatter=scatter,
+        gather_rows=lambda x, indices: tf.gather(x, indices, batch_dims=1, axis=1),
         minimum=tf.minimum,
         maximum=tf.maximum,
         round=tf.round,
         floor=tf.floor,
+        sqrt=tf.sqrt,
+        exp=tf.exp,
         any=lambda x, axis=None: tf.reduce_any(x, axis=axis),
         uniform=uniform,
         fold_seed=fold_seed,
+        fori_loop=fori_loop,
         dtype_name=lambda x: keras.backend.standardize_dtype(x.dtype),
     )
