@@ -319,7 +319,6 @@ class DynamicMLMMasking(MaskingLayer):
                     f"a scheduled mask_rate with granularity={self.granularity!r}",
                     rate_schedules.is_schedule(self.mask_rate) and self.granularity != "token",
                 ),
-                ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
             )
             if used
         ]
@@ -344,7 +343,7 @@ class DynamicMLMMasking(MaskingLayer):
         else:
             corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
         targets = None
-        if self.max_predictions is not None and self.output_mode == "dict":
+        if self.max_predictions is not None and self.output_mode in ("dict", "masked_lm"):
             targets = token_masking.prediction_targets(
                 ops, token_ids, selected, self.max_predictions
             )
@@ -559,7 +558,9 @@ class DynamicMLMMasking(MaskingLayer):
         if self.output_mode == "ids":
             return self._merge(rest, corrupted)
         if self.output_mode == "masked_lm":
-            return masked_lm_format.masked_lm_triple(rest, original, corrupted, targets, self.pad_token_id)
+            return masked_lm_format.masked_lm_triple(
+                op_set.for_values(original), rest, original, corrupted, targets, self.pad_token_id
+            )
         if self.output_mode == "fit":
             weights = map_values(formatting.sample_weights, selected)
             return self._merge(rest, corrupted), original, weights
