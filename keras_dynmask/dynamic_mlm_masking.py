@@ -312,23 +312,6 @@ class DynamicMLMMasking(MaskingLayer):
         token_ids, rest = self._split_inputs(inputs)
         token_ids = keras.ops.convert_to_tensor(token_ids)
         validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
-        unsupported = [
-            what
-            for what, used in (
-                (
-                    f"a scheduled mask_rate with granularity={self.granularity!r}",
-                    rate_schedules.is_schedule(self.mask_rate) and self.granularity != "token",
-                ),
-            )
-            if used
-        ]
-        if unsupported:
-            raise NotImplementedError(
-                f"DynamicMLMMasking with {', '.join(unsupported)} runs on "
-                "TensorFlow tensors (a tf.data pipeline or the TensorFlow "
-                f"backend), not yet on {keras.backend.backend()} tensors. "
-                "Mask in the input pipeline: ds.map(layer)."
-            )
         word_ids = granularity_options.backend_word_ids(
             rest, token_ids, self.granularity, self.word_starts
         )

@@ -181,17 +181,6 @@ def test_in_a_grain_pipeline():
     assert not (numpy(weights).astype(bool) & ~ELIGIBLE[8:16]).any()
 
 
-def test_a_scheduled_rate_at_word_granularity_says_where_it_runs():
-    if BACKEND == "tensorflow":
-        pytest.skip("every option runs on TensorFlow")
-    masking = layer(
-        mask_rate=keras.optimizers.schedules.PolynomialDecay(0.3, 10, 0.15),
-        granularity="word", word_starts=np.ones(VOCABULARY, bool),
-    )
-    with pytest.raises(NotImplementedError, match="tf.data"):
-        masking(keras.ops.convert_to_tensor(IDS))
-
-
 @pytest.mark.parametrize("granularity", ["token", "span"])
 def test_masked_lm_output_is_the_dict_outputs_in_keras_hub_form(granularity):
     """keras-hub's `(x, mask_ids, mask_weights)`: the "dict" mode's masking
