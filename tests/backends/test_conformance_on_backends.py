@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from keras_dynmask import CausalMask
-from keras_dynmask import DenoiserMixture
 from keras_dynmask import DynamicMLMMasking
 from keras_dynmask import PaddingMask
 from keras_dynmask import SpanCorruption
@@ -31,9 +30,6 @@ LAYERS = {
     "mlm_masked_lm": lambda: DynamicMLMMasking(10, 3, output_mode="masked_lm", max_predictions=2),
     "span": lambda: SpanCorruption(
         20, 0.5, num_sentinels=2, eos_id=1, inputs_length=5, targets_length=4
-    ),
-    "mixture": lambda: DenoiserMixture(
-        20, num_sentinels=2, eos_id=1, inputs_length=6, targets_length=5
     ),
 }
 

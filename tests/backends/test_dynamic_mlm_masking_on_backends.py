@@ -181,12 +181,10 @@ def test_in_a_grain_pipeline():
     assert not (numpy(weights).astype(bool) & ~ELIGIBLE[8:16]).any()
 
 
-@pytest.mark.parametrize("granularity", ["token", "span"])
-def test_masked_lm_output_is_the_dict_outputs_in_keras_hub_form(granularity):
+def test_masked_lm_output_is_the_dict_outputs_in_keras_hub_form():
     """keras-hub's `(x, mask_ids, mask_weights)`: the "dict" mode's masking
     (same seed, same draws), padding from the ids, segment ids passed."""
-    options = dict(mask_rate=0.3, max_predictions=6, granularity=granularity,
-                   word_starts=np.arange(VOCABULARY) % 3 == 0)
+    options = dict(mask_rate=0.3, max_predictions=6)
     segments = (np.arange(40)[None, :] >= 20).astype("int32").repeat(len(IDS), axis=0)
     inputs = {"token_ids": keras.ops.convert_to_tensor(IDS),
               "segment_ids": keras.ops.convert_to_tensor(segments)}
@@ -225,6 +223,8 @@ def test_masked_lm_output_in_a_functional_model_fit(tmp_path, jit_compile):
     predict never masks, before and after a `.keras` round trip."""
     if BACKEND == "torch" and jit_compile is True:
         pytest.skip("torch.compile of a fit takes a minute")
+    if BACKEND == "jax" and jit_compile is True:
+        pytest.skip("on JAX jit_compile='auto' is True: the [auto] case runs it (and checks so)")
     if BACKEND == "tensorflow" and jit_compile is True:
         pytest.skip("XLA fit: tests/test_dynamic_mlm_masking_xla.py::test_fit_with_jit_compile")
     keras.utils.set_random_seed(5)
@@ -237,6 +237,7 @@ def test_masked_lm_output_in_a_functional_model_fit(tmp_path, jit_compile):
     features = keras.layers.Concatenate()(pooled + [mask_weights])
     model = keras.Model(ids, keras.layers.Dense(1)(features))
     model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile)
+    assert model.jit_compile or BACKEND != "jax"
     batch, y = IDS[:16], np.ones((16, 1), "float32")
     losses = [float(model.train_on_batch(batch, y)) for _ in range(6)]
     assert np.isfinite(losses).all() and len(set(losses)) >= 5, losses
