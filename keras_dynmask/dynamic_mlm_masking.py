@@ -19,9 +19,7 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import cast_float_ids_in_models
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
 from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
@@ -135,6 +133,8 @@ class DynamicMLMMasking(MaskingLayer):
     False
     """
 
+    masks_when_called_alone = True
+
     def __init__(
         self,
         vocabulary_size: int,
@@ -227,14 +227,6 @@ class DynamicMLMMasking(MaskingLayer):
         )
         config.update(granularity_options.options_config(self))
         return config
-
-    def __call__(self, inputs, training=None, seed=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer masks by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
-                training = True
-        return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
     def current_mask_rate(self):
         """The mask rate the next call without a `step` uses (a float)."""

@@ -15,8 +15,6 @@ from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import sentinels as sentinel_kernels
 from keras_dynmask.kernels import span_noise
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import called_from_another_layer
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
 
@@ -122,6 +120,7 @@ class SpanCorruption(MaskingLayer):
     """
 
     OUTPUT_KEYS = ("inputs", "targets")
+    masks_when_called_alone = True
 
     # The sentinels of T5's released vocabulary (32000 SentencePiece pieces,
     # the extra ids 32099 down to 32000, then 28 unused ids up to 32127):
@@ -286,14 +285,6 @@ class SpanCorruption(MaskingLayer):
         )
 
     # Calls.
-
-    def __call__(self, inputs, training=None, seed=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer corrupts by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
-                training = True
-        return super().__call__(inputs, training=training, seed=seed, **kwargs)
 
     def call(
         self,
