@@ -10,6 +10,7 @@ from keras_dynmask import validation
 from keras_dynmask.kernels import noise_spans
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
+from keras_dynmask.kernels import span_noise
 from keras_dynmask.span_corruption import RowPlan
 from keras_dynmask.span_corruption import SpanCorruption
 
@@ -42,7 +43,10 @@ class DenoiserMixture(SpanCorruption):
     of the span kernel with a noise density and mean span length per row.
 
     Sentinels, eos, padding, lengths, seeds, the `training` default and the
-    errors are those of `SpanCorruption`. Not training, every row passes
+    errors are those of `SpanCorruption`; so is where it runs: on JAX and
+    PyTorch tensors (inside a model, under jit) it needs `inputs_length` and
+    `targets_length`, and draws each row's denoiser there too, feeding the
+    rows' settings to the one span kernel (`kernels.span_noise`). Not training, every row passes
     with no noise and no mode token, and `"denoiser"` is -1. A row of
     padding only is left as `SpanCorruption` leaves it (nothing but the eos,
     if any): it gets no mode token and `"denoiser"` -1.
@@ -287,8 +291,52 @@ class DenoiserMixture(SpanCorruption):
     def _extra_specs(self):
         return (("denoiser", "int32"),)
 
-    def _unchanged_extras(self, batch_size):
-        return {"denoiser": tf.fill([batch_size], -1)}
+    def _unchanged_extras(self, batch_size, ops=None):
+        if ops is None:
+            return {"denoiser": tf.fill([batch_size], -1)}
+        return {"denoiser": ops.zeros((batch_size,), "int32") - 1}
+
+    def _choice_bounds(self):
+        """float32 cumulative rates: a row's uniform draw `u` picks the
+        number of bounds `<= u`. Trailing denoisers of rate 0 get bounds
+        above 1 (never drawn, whatever float32 rounding says)."""
+        cumulative = np.cumsum(self.rates)[:-1]
+        never = np.cumsum(self.rates[::-1])[::-1][1:] == 0  # all later rates 0
+        return np.where(never, 2.0, cumulative).astype(np.float32)
+
+    def _backend_row_plan(self, ops, lengths, width, seed, step):
+        """The `RowPlan` on JAX and PyTorch: each row's denoiser, drawn by
+        its rate, and its counts from per-row settings fed to the one span
+        kernel (`kernels.span_noise`), as `_row_plan` does on TensorFlow."""
+        batch_size = ops.shape(lengths)[0]
+        draws = ops.uniform((2, batch_size), seed)
+        bounds = ops.convert(self._choice_bounds())
+        passed = ops.cast(draws[0][:, None] >= bounds[None, :], "int32")
+        denoiser = ops.cast(ops.sum(passed, axis=1), "int32")
+        # Per-row settings; S rows take placeholders, then their own counts.
+        is_s = np.array([mode == "S" for mode, _, _ in self.denoisers])
+        densities = np.array([0.5 if s else d for (_, _, d), s in zip(self.denoisers, is_s)], np.float32)
+        means = np.array([1.0 if s else m for (_, m, _), s in zip(self.denoisers, is_s)], np.float32)
+        num_noise, num_spans = span_noise.span_counts(
+            ops, lengths, width, ops.take(ops.convert(densities), denoiser),
+            ops.take(ops.convert(means), denoiser), self.num_sentinels,
+        )
+        prefix_lm = ops.take(ops.convert(is_s), denoiser)
+        if is_s.any():
+            split_noise = span_noise.prefix_split_noise(ops, lengths, draws[1])
+            num_noise = ops.where(prefix_lm, split_noise, num_noise)
+            num_spans = ops.where(prefix_lm, ops.minimum(split_noise, 1), num_spans)
+        modes = np.array([MODES.index(mode) for mode, _, _ in self.denoisers])
+        first_ids = ops.take(ops.convert(np.asarray(self.mode_token_ids, np.int32)[modes]), denoiser)
+        # A row of padding only: no denoiser (-1), no mode token.
+        has_tokens = lengths > 0
+        return RowPlan(
+            num_noise,
+            num_spans,
+            ops.logical_not(prefix_lm),
+            ops.where(has_tokens, first_ids, -1),
+            {"denoiser": ops.where(has_tokens, denoiser, -1)},
+        )
 
     def _row_plan(self, lengths, seed):
         choice_seed, split_seed = seeds.split_seed(seed, 2)

@@ -19,9 +19,7 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import selection as selection_kernels
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import cast_float_ids_in_models
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import map_values
 from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
@@ -140,6 +138,8 @@ class DynamicMLMMasking(MaskingLayer):
     False
     """
 
+    masks_when_called_alone = True
+
     def __init__(
         self,
         vocabulary_size: int,
@@ -248,14 +248,6 @@ class DynamicMLMMasking(MaskingLayer):
         self.word_starts = granularity_options.load_table(self, dir_path)
         self._word_starts_awaited = self._word_starts_awaited and self.word_starts is None
 
-    def __call__(self, inputs, training=None, seed=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer masks by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
-                training = True
-        return super().__call__(inputs, training=training, seed=seed, **kwargs)
-
     def current_mask_rate(self):
         """The mask rate the next call without a `step` uses (a float)."""
         return rate_schedules.current_rate(self.mask_rate, self._masked_batches)
@@ -332,24 +324,6 @@ class DynamicMLMMasking(MaskingLayer):
         token_ids, rest = self._split_inputs(inputs)
         token_ids = keras.ops.convert_to_tensor(token_ids)
         validation.check_integer_ids("DynamicMLMMasking", "token_ids", token_ids, (1, 2))
-        unsupported = [
-            what
-            for what, used in (
-                (
-                    f"a scheduled mask_rate with granularity={self.granularity!r}",
-                    rate_schedules.is_schedule(self.mask_rate) and self.granularity != "token",
-                ),
-                ("output_mode='masked_lm'", self.output_mode == "masked_lm"),
-            )
-            if used
-        ]
-        if unsupported:
-            raise NotImplementedError(
-                f"DynamicMLMMasking with {', '.join(unsupported)} runs on "
-                "TensorFlow tensors (a tf.data pipeline or the TensorFlow "
-                f"backend), not yet on {keras.backend.backend()} tensors. "
-                "Mask in the input pipeline: ds.map(layer)."
-            )
         word_ids = granularity_options.backend_word_ids(
             rest, token_ids, self.granularity, self.word_starts, self._word_starts_awaited
         )
@@ -364,7 +338,7 @@ class DynamicMLMMasking(MaskingLayer):
         else:
             corrupted, selected = token_ids, ops.zeros(ops.shape(token_ids), "bool")
         targets = None
-        if self.max_predictions is not None and self.output_mode == "dict":
+        if self.max_predictions is not None and self.output_mode in ("dict", "masked_lm"):
             targets = token_masking.prediction_targets(
                 ops, token_ids, selected, self.max_predictions
             )
@@ -570,7 +544,9 @@ class DynamicMLMMasking(MaskingLayer):
         if self.output_mode == "ids":
             return self._merge(rest, corrupted)
         if self.output_mode == "masked_lm":
-            return masked_lm_format.masked_lm_triple(rest, original, corrupted, targets, self.pad_token_id)
+            return masked_lm_format.masked_lm_triple(
+                op_set.for_values(original), rest, original, corrupted, targets, self.pad_token_id
+            )
         if self.output_mode == "fit":
             weights = map_values(formatting.sample_weights, selected)
             return self._merge(rest, corrupted), original, weights

@@ -145,6 +145,11 @@ class MaskingLayer(keras.layers.Layer):
     preprocessing layers.
     """
 
+    # True for layers that mask (`training` in their `call`): called on its
+    # own (eagerly or in `tf.data`) with `training=None`, such a layer
+    # masks; inside a model it follows Keras's training flag, as `Dropout`.
+    masks_when_called_alone = False
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._convert_input_args = False
@@ -159,6 +164,12 @@ class MaskingLayer(keras.layers.Layer):
     def __call__(self, *args, **kwargs):
         # Read here, before Keras opens this layer's own call context.
         self.called_inside_model = called_from_another_layer()
+        if self.masks_when_called_alone and len(args) < 2 and kwargs.get("training") is None:
+            inputs = args[0] if args else kwargs.get("inputs")
+            if not self.called_inside_model and not any(
+                is_symbolic(x) for x in keras.tree.flatten(inputs)
+            ):
+                kwargs["training"] = True
         if not self.built and type(self).build is MaskingLayer.build:
             # Nothing to build: skip Keras's shape-based build, which cannot
             # read a ragged, dict or unknown-rank input's shape. A subclass

@@ -15,8 +15,6 @@ from keras_dynmask.kernels import seeds
 from keras_dynmask.kernels import sentinels as sentinel_kernels
 from keras_dynmask.kernels import span_noise
 from keras_dynmask.masking_layer import MaskingLayer
-from keras_dynmask.masking_layer import called_from_another_layer
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import passed_through_specs
 from keras_dynmask.masking_layer import split_token_ids
 
@@ -122,6 +120,7 @@ class SpanCorruption(MaskingLayer):
     """
 
     OUTPUT_KEYS = ("inputs", "targets")
+    masks_when_called_alone = True
 
     # The sentinels of T5's released vocabulary (32000 SentencePiece pieces,
     # the extra ids 32099 down to 32000, then 28 unused ids up to 32127):
@@ -287,14 +286,6 @@ class SpanCorruption(MaskingLayer):
 
     # Calls.
 
-    def __call__(self, inputs, training=None, seed=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer corrupts by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer():
-            if not any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
-                training = True
-        return super().__call__(inputs, training=training, seed=seed, **kwargs)
-
     def call(
         self,
         inputs: "tf.Tensor | tf.RaggedTensor | dict",
@@ -369,12 +360,6 @@ class SpanCorruption(MaskingLayer):
     def _call_on_backend(self, inputs, training, seed, step):
         name = type(self).__name__
         backend = keras.backend.backend()
-        if type(self)._row_plan is not SpanCorruption._row_plan:
-            raise NotImplementedError(
-                f"{name} runs on TensorFlow tensors (a tf.data pipeline or the "
-                f"TensorFlow backend), not yet on {backend} tensors. Corrupt in "
-                "the input pipeline: ds.map(layer)."
-            )
         token_ids, rest = self._split_inputs(inputs)
         token_ids = keras.ops.convert_to_tensor(token_ids)
         validation.check_integer_ids(name, "token_ids", token_ids, (1, 2))
@@ -395,30 +380,42 @@ class SpanCorruption(MaskingLayer):
                 f"Received: token_ids with shape={tuple(token_ids.shape)}"
             )
         ops = op_set.KERAS
-        density = self.noise_density
+        batch_size, width = ops.shape(token_ids)
+        lengths = span_noise.real_lengths(ops, token_ids, self.pad_token_id)
         if training:
-            density = rate_schedules.backend_rate_for_call(
-                self._noise_density, self._noise_steps, step
-            )
             seed = seeds.backend_call_seed(seed, self._backend_seeds)
+            plan = self._backend_row_plan(ops, lengths, width, ops.fold_seed(seed, 0), step)
         else:
             seed = ops.zeros((2,), "int32")
-        inputs_ids, targets = span_noise.corrupt_spans(
+            zeros = ops.zeros_like(lengths)
+            plan = RowPlan(zeros, zeros, None, None, self._unchanged_extras(batch_size, ops))
+        inputs_ids, targets = span_noise.corrupt_counted_spans(
             ops,
             token_ids,
             seed,
-            noise_density=density,
-            mean_noise_span_length=self.mean_noise_span_length,
+            lengths,
+            plan.num_noise,
+            plan.num_spans,
             sentinel_ids=self.sentinel_ids,
             eos_id=self.eos_id,
             pad_token_id=self.pad_token_id,
             inputs_length=self.inputs_length,
             targets_length=self.targets_length,
-            corrupt=bool(training),
+            with_sentinels=plan.with_sentinels,
+            inputs_first_ids=plan.inputs_first_ids,
         )
+        outputs = {"inputs": inputs_ids, "targets": targets, **plan.extras}
         if single:
-            inputs_ids, targets = inputs_ids[0], targets[0]
-        return {**(rest or {}), "inputs": inputs_ids, "targets": targets}
+            outputs = {key: value[0] for key, value in outputs.items()}
+        return {**(rest or {}), **outputs}
+
+    def _backend_row_plan(self, ops, lengths, width, seed, step):
+        """The `RowPlan` on JAX and PyTorch: T5's counts at this call's density."""
+        density = rate_schedules.backend_rate_for_call(self._noise_density, self._noise_steps, step)
+        num_noise, num_spans = span_noise.span_counts(
+            ops, lengths, width, density, self.mean_noise_span_length, self.num_sentinels
+        )
+        return RowPlan(num_noise, num_spans, None, None, {})
 
     # Corruption.
 
@@ -484,7 +481,8 @@ class SpanCorruption(MaskingLayer):
         )
         return RowPlan(num_noise, num_spans, None, None, {})
 
-    def _unchanged_extras(self, batch_size):
+    def _unchanged_extras(self, batch_size, ops=None):
+        """Extra outputs of a call that corrupts nothing (none here)."""
         return {}
 
     def _outputs(self, token_ids, seed, step=None):

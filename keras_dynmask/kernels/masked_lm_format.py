@@ -4,7 +4,9 @@
 `token_ids`, `padding_mask`, `segment_ids` and `mask_positions`, `y` the
 `mask_ids` and `sample_weight` the `mask_weights`: what
 `keras_hub.models.BertMaskedLMPreprocessor` yields, here made from a
-masking layer's outputs.
+masking layer's outputs. Written against the op set
+(`keras_dynmask.kernels.op_set`) for dense ids; ragged ids (TensorFlow
+only) are padded first.
 """
 
 import keras
@@ -20,12 +22,13 @@ def dense_ids(ids, pad_token_id):
     return ids
 
 
-def masked_lm_triple(rest, original, corrupted, targets, pad_token_id):
+def masked_lm_triple(ops, rest, original, corrupted, targets, pad_token_id):
     """`(x, y, sample_weight)` from the corrupted ids and keras-hub's targets.
 
     Args:
+        ops: the op set (a ragged `original` needs TensorFlow's).
         rest: the dict input's other entries, or `None`; its `"segment_ids"`
-            (dense or ragged like the ids) is used when present, else zeros.
+            (dense, or ragged like the ids) is used when present, else zeros.
         original: the input ids (their padding decides `padding_mask`).
         corrupted: the corrupted ids, shaped like `original`.
         targets: `(mask_positions, mask_ids, mask_weights)`.
@@ -36,14 +39,14 @@ def masked_lm_triple(rest, original, corrupted, targets, pad_token_id):
     if isinstance(original, tf.RaggedTensor):
         padding_mask = tf.sequence_mask(original.row_lengths(), tf.shape(token_ids)[1])
     elif pad_token_id is None:
-        padding_mask = tf.ones_like(original, tf.bool)
+        padding_mask = ops.ones(ops.shape(original), "bool")
     else:
-        padding_mask = tf.not_equal(original, tf.constant(pad_token_id, original.dtype))
+        padding_mask = ops.not_equal(original, ops.convert(pad_token_id, dtype=ops.dtype_name(original)))
     segment_ids = (rest or {}).get("segment_ids")
     if segment_ids is None:
-        segment_ids = tf.zeros_like(token_ids)
+        segment_ids = ops.zeros_like(token_ids)
     else:
-        segment_ids = dense_ids(segment_ids, 0)
+        segment_ids = ops.convert(dense_ids(segment_ids, 0))
     x = {
         "token_ids": token_ids,
         "padding_mask": padding_mask,

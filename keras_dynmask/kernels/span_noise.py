@@ -1,9 +1,10 @@
 """T5 span corruption written once against the op set, at fixed widths.
 
-What `SpanCorruption` computes inside a JAX or PyTorch model, under jit,
-and on a backend tensor called eagerly: dense, static-width ops over a
-`[B, T]` batch (`keras_dynmask.kernels.op_set`), no Python loop over tokens
-and no `[B, T, T]` intermediate (the largest arrays are `[B, 2T]`).
+What `SpanCorruption` and `DenoiserMixture` compute inside a JAX or
+PyTorch model, under jit, and on a backend tensor called eagerly: dense,
+static-width ops over a `[B, T]` batch (`keras_dynmask.kernels.op_set`),
+no Python loop over tokens and no `[B, T, T]` intermediate (the largest
+arrays are `[B, 2T]`).
 
 Per row of `n` real tokens (padding `pad_token_id` at the end), the counts
 are `noise_spans.python_span_counts`' (T5's float32 arithmetic, looked up
@@ -24,6 +25,10 @@ argsort of `where(keep, position, position + width)` and one gather):
 `inputs` keeps the non-noise tokens and, at each noise span's first token,
 its sentinel; `targets` keeps, per noise token, its sentinel slot (first
 token of a span only) and the token.
+
+The counts may differ row by row (`corrupt_counted_spans`): a mixture of
+denoisers passes each row's own, rows that take no sentinels (a prefix-LM
+split) and an id put first in a row's inputs (its mode token).
 
 No value is checked at run time: a token equal to a sentinel id is
 corrupted like any other token (the outputs then hold it where a sentinel
@@ -49,11 +54,12 @@ def real_lengths(ops, token_ids, pad_token_id):
 def span_counts(ops, lengths, width, noise_density, mean_noise_span_length, max_spans):
     """`(num_noise, num_spans)` per row, int32 `[B]`; `lengths` <= `width`.
 
-    A Python `noise_density` is looked up in a table of
-    `python_span_counts` for every length `0 .. width`; a scheduled one (a
-    float32 scalar tensor) is computed in float32 as that function does.
+    Python settings are looked up in a table of `python_span_counts` for
+    every length `0 .. width`; a scheduled density (a float32 scalar
+    tensor) or per-row settings (float32 `[B]` tensors) are computed in
+    float32 as that function does.
     """
-    if isinstance(noise_density, (int, float)):
+    if all(isinstance(v, (int, float)) for v in (noise_density, mean_noise_span_length)):
         noise, spans = noise_spans.python_span_counts(
             np.arange(width + 1), noise_density, mean_noise_span_length, max_spans
         )
@@ -61,14 +67,31 @@ def span_counts(ops, lengths, width, noise_density, mean_noise_span_length, max_
             ops.take(ops.convert(noise.astype(np.int32)), lengths),
             ops.take(ops.convert(spans.astype(np.int32)), lengths),
         )
+    if isinstance(mean_noise_span_length, (int, float)):
+        mean = float(np.float32(mean_noise_span_length))
+    else:
+        mean = ops.cast(mean_noise_span_length, "float32")
     product = ops.cast(lengths, "float32") * ops.cast(noise_density, "float32")
     num_noise = ops.minimum(ops.maximum(ops.cast(ops.round(product), "int32"), 1), lengths - 1)
-    ratio = ops.cast(num_noise, "float32") / float(np.float32(mean_noise_span_length))
+    ratio = ops.cast(num_noise, "float32") / mean
     num_spans = ops.maximum(ops.cast(ops.round(ratio), "int32"), 1)
     num_spans = ops.minimum(num_spans, ops.minimum(num_noise, lengths - num_noise))
     num_spans = ops.minimum(num_spans, max_spans)
     noisy = lengths >= 2
     return ops.where(noisy, num_noise, 0), ops.where(noisy, num_spans, 0)
+
+
+def prefix_split_noise(ops, lengths, draws):
+    """Noise tokens of a prefix-LM split per row: `n - s`, `s` uniform in `[1, n)`.
+
+    `draws`: float32 `[B]` uniform in `[0, 1)`. Rows of fewer than 2 tokens
+    get 0. With one span (and no sentinel), the prefix is the non-noise
+    span and the rest the noise span.
+    """
+    choices = ops.maximum(lengths - 1, 0)
+    split = 1 + ops.cast(ops.floor(draws * ops.cast(choices, "float32")), "int32")
+    split = ops.minimum(split, ops.maximum(choices, 1))  # float32 rounding up
+    return ops.where(lengths >= 2, lengths - split, 0)
 
 
 def _span_starts(ops, totals, parts, draws):
@@ -94,9 +117,15 @@ def _span_starts(ops, totals, parts, draws):
     return span_ids, starts, begins
 
 
-def _compact(ops, values, keep, count, width, eos_id, pad_token_id):
+def _compact(ops, values, keep, count, width, eos_id, pad_token_id, first_ids=None):
     """The kept `values` of each row in order, then `eos_id`, then padding,
-    cut or padded to `width` columns (`count` = kept per row)."""
+    cut or padded to `width` columns (`count` = kept per row). `first_ids`
+    (int `[B]`, negative: none) go before a row's kept values."""
+    if first_ids is not None:
+        has_first = first_ids >= 0
+        values = ops.concat([ops.cast(first_ids, values.dtype)[:, None], values], axis=1)
+        keep = ops.concat([has_first[:, None], keep], axis=1)
+        count = count + ops.cast(has_first, "int32")
     batch, columns = ops.shape(values)
     positions = ops.arange(columns, dtype="int32")[None, :]
     order = ops.argsort(ops.where(keep, positions, positions + columns), axis=-1)
@@ -130,9 +159,7 @@ def corrupt_spans(ops, token_ids, seed, *, noise_density, mean_noise_span_length
         inputs_length, targets_length: ints, the output widths.
         corrupt: False: no noise (inputs = the tokens, targets empty).
     """
-    batch, width = ops.shape(token_ids)
-    dtype = ops.dtype_name(token_ids)
-    pad = 0 if pad_token_id is None else pad_token_id
+    width = ops.shape(token_ids)[1]
     lengths = real_lengths(ops, token_ids, pad_token_id)
     if corrupt:
         num_noise, num_spans = span_counts(
@@ -140,6 +167,33 @@ def corrupt_spans(ops, token_ids, seed, *, noise_density, mean_noise_span_length
         )
     else:
         num_noise = num_spans = ops.zeros_like(lengths)
+    return corrupt_counted_spans(
+        ops, token_ids, seed, lengths, num_noise, num_spans, sentinel_ids=sentinel_ids,
+        eos_id=eos_id, pad_token_id=pad_token_id, inputs_length=inputs_length,
+        targets_length=targets_length,
+    )
+
+
+def corrupt_counted_spans(ops, token_ids, seed, lengths, num_noise, num_spans, *,
+                          sentinel_ids, eos_id, pad_token_id, inputs_length,
+                          targets_length, with_sentinels=None, inputs_first_ids=None):
+    """`corrupt_spans` for given per-row counts, and per-row options.
+
+    Args:
+        lengths, num_noise, num_spans: int32 `[B]`: real tokens (`real_lengths`),
+            noise tokens and noise spans per row (`span_counts`; 0 and 0: no
+            noise). Each row's counts may differ: a mixture of denoisers
+            passes each row's own.
+        with_sentinels: `None` (every row) or bool `[B]`: rows without take no
+            sentinels (with one span, a prefix-LM split: inputs the non-noise
+            prefix, targets the noise rest).
+        inputs_first_ids: `None` or int `[B]`, an id put first in a row's
+            inputs (negative: none).
+        The other arguments: as for `corrupt_spans`.
+    """
+    batch, width = ops.shape(token_ids)
+    dtype = ops.dtype_name(token_ids)
+    pad = 0 if pad_token_id is None else pad_token_id
     num_kept = lengths - num_noise
     noise_draws = ops.uniform((batch, width), ops.fold_seed(seed, 1))
     kept_draws = ops.uniform((batch, width), ops.fold_seed(seed, 2))
@@ -164,6 +218,10 @@ def corrupt_spans(ops, token_ids, seed, *, noise_density, mean_noise_span_length
         ops.concat([ops.cast(noise_starts, "int32"), padding], axis=1), source, axis=1
     )
     first = is_noise & (begins > 0)
+    sentinel_spans = num_spans
+    if with_sentinels is not None:
+        first = first & with_sentinels[:, None]
+        sentinel_spans = ops.where(with_sentinels, num_spans, 0)
 
     table = ops.convert(np.asarray(sentinel_ids, np.int64))
     sentinels = ops.cast(ops.take(table, ops.clip(span, 0, len(sentinel_ids) - 1)), dtype)
@@ -171,15 +229,16 @@ def corrupt_spans(ops, token_ids, seed, *, noise_density, mean_noise_span_length
         ops,
         ops.where(first, sentinels, token_ids),
         real & (ops.logical_not(is_noise) | first),
-        num_kept + num_spans,
+        num_kept + sentinel_spans,
         inputs_length,
         eos_id,
         pad,
+        first_ids=inputs_first_ids,
     )
     # Two slots per position: the span's sentinel (first tokens), the token.
     slot_values = ops.reshape(ops.stack([sentinels, token_ids], axis=2), (batch, 2 * width))
     slot_kept = ops.reshape(ops.stack([first, is_noise], axis=2), (batch, 2 * width))
     targets = _compact(
-        ops, slot_values, slot_kept, num_noise + num_spans, targets_length, eos_id, pad
+        ops, slot_values, slot_kept, num_noise + sentinel_spans, targets_length, eos_id, pad
     )
     return inputs, targets

@@ -241,7 +241,8 @@ def select_words(ops, token_ids, eligible, seed, granularity, selection, mask_ra
         seed: shape-`[2]` integer seed.
         granularity, selection: `"word"` / `"span"`, `"bernoulli"` / `"exact"`
             (`"span"` fills its budget whatever `selection` says).
-        mask_rate: Python float in `(0, 1]`.
+        mask_rate: Python float in `(0, 1]`, or a float32 scalar tensor (a
+            scheduled rate: the budgets are then rounded in float32).
         word_starts, word_ids: the word boundaries.
         span_length_p, max_span_length: the span length law.
         max_predictions: `None` or an int cap on selected tokens per row.

@@ -27,6 +27,7 @@ LAYERS = {
     "mlm_ids": lambda: DynamicMLMMasking(10, 3, mask_rate=0.5),
     "mlm_fit": lambda: DynamicMLMMasking(10, 3, selection="exact", output_mode="fit"),
     "mlm_dict": lambda: DynamicMLMMasking(10, 3, output_mode="dict", max_predictions=2),
+    "mlm_masked_lm": lambda: DynamicMLMMasking(10, 3, output_mode="masked_lm", max_predictions=2),
     "span": lambda: SpanCorruption(
         20, 0.5, num_sentinels=2, eos_id=1, inputs_length=5, targets_length=4
     ),
@@ -50,11 +51,19 @@ def test_output_spec_and_shape_match_the_outputs(name):
     spec = layer.compute_output_spec(keras.KerasTensor(IDS.shape, dtype="int32"))
     shapes = layer.compute_output_shape(IDS.shape)
     assert len(flat(spec)) == len(flat(outputs))
-    for spec_tensor, shape, output in zip(flat(spec), keras.tree.flatten(shapes) if isinstance(shapes, (dict, list)) else [shapes], flat(outputs)):
+    for spec_tensor, output in zip(flat(spec), flat(outputs)):
         assert tuple(spec_tensor.shape) == tuple(output.shape)
         assert spec_tensor.dtype == keras.backend.standardize_dtype(output.dtype)
-    if not isinstance(shapes, (dict, list)) and not isinstance(shapes[0], tuple):
-        assert tuple(shapes) == tuple(flat(outputs)[0].shape)
+    assert flat_shapes(shapes) == [tuple(output.shape) for output in flat(outputs)]
+
+
+def flat_shapes(shapes):
+    """The shapes of a `compute_output_shape` structure, in `flat` order."""
+    if isinstance(shapes, dict):
+        return [shape for key in sorted(shapes) for shape in flat_shapes(shapes[key])]
+    if all(isinstance(d, int) or d is None for d in shapes):
+        return [tuple(shapes)]
+    return [shape for part in shapes for shape in flat_shapes(part)]
 
 
 @pytest.mark.parametrize("name", LAYERS)

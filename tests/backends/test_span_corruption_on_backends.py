@@ -245,17 +245,6 @@ def test_fit_in_a_functional_model(tmp_path, jit_compile):
     np.testing.assert_allclose(restored.predict(IDS[:8], verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_denoiser_mixture_says_where_it_runs():
-    if BACKEND == "tensorflow":
-        pytest.skip("DenoiserMixture runs on TensorFlow")
-    from keras_dynmask import DenoiserMixture
-
-    mixture = DenoiserMixture(vocabulary_size=200, num_sentinels=20, inputs_length=40,
-                              targets_length=40)
-    with pytest.raises(NotImplementedError, match="tf.data"):
-        mixture(keras.ops.convert_to_tensor(IDS + 100))
-
-
 def test_in_tf_data_whatever_the_backend():
     import tensorflow as tf
 

@@ -332,6 +332,32 @@ def test_span_lengths_follow_the_truncated_geometric_law(p, longest):
     assert chi_square(cells, means) < chi2_critical(len(cells) - 1)
 
 
+@pytest.mark.parametrize("granularity, selection", STRATEGIES)
+def test_scheduled_rate_follows_the_step(granularity, selection):
+    """The schedule's rate at the call's step: Bernoulli word rates inside
+    binomial bounds, exact and span budgets exactly (one-token words); the
+    layer's own step advances once a masked batch."""
+    schedule = keras.optimizers.schedules.PolynomialDecay(0.4, 10, 0.2)  # no rounding ties
+    table = TABLE if selection == "bernoulli" else ONE_TOKEN_WORDS
+    masking = layer(granularity=granularity, selection=selection, mask_rate=schedule,
+                    word_starts=table)
+    ids = random_ids(ROWS, LENGTH)
+    words = words_of(ids, table)
+    firsts = (words >= 0) & (np.pad(words, [(0, 0), (1, 0)], constant_values=-1)[:, :-1] != words)
+    for step, rate in ((0, 0.4), (10, 0.2), (20, 0.2)):
+        mask = numpy(masking(tensor(ids), step=step, seed=[step, 3])["mask"])
+        assert_whole_words(mask, words)
+        if selection == "bernoulli":
+            low, high = two_sided_bounds(int(firsts.sum()), rate)
+            assert low < int(mask[firsts].sum()) < high, (step, rate)
+        else:
+            np.testing.assert_array_equal(mask.sum(axis=1), budgets(words >= 0, rate))
+    before = int(numpy(masking.schedule_step))
+    masking(tensor(ids))
+    masking(tensor(ids), training=False)
+    assert int(numpy(masking.schedule_step)) == before + 1
+
+
 # Inside models.
 
 
@@ -368,6 +394,34 @@ def test_fit_in_a_functional_model_with_word_ids(tmp_path, jit_compile):
     restored = keras.saving.load_model(path)
     np.testing.assert_allclose(restored.predict({"token_ids": ids, "word_ids": word_ids}, verbose=0),
                                unmasked, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True])
+def test_scheduled_span_masking_fit_counts_its_steps(tmp_path, jit_compile):
+    """A scheduled rate in a jitted fit: fresh masks every step, the saved
+    step count advances once a training step (not in predict) and survives
+    a `.keras` round trip."""
+    if BACKEND == "torch" and jit_compile is True:
+        pytest.skip("torch.compile of a fit takes a minute; the eager torch fit runs the same kernels")
+    if BACKEND == "jax" and jit_compile is True:
+        pytest.skip("on JAX jit_compile='auto' is True: the [auto] case runs it (and checks so)")
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((40,), dtype="int32")
+    masking = layer(granularity="span", selection="exact", output_mode="ids",
+                    mask_rate=keras.optimizers.schedules.PolynomialDecay(0.5, 4, 0.1))
+    model = keras.Model(ids, keras.layers.Dense(1)(keras.layers.Embedding(VOCABULARY, 4)(masking(ids))))
+    model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=jit_compile)
+    assert model.jit_compile or BACKEND != "jax"
+    batch, y = random_ids(16, 40), np.zeros((16, 40, 1), "float32")
+    losses = [float(model.train_on_batch(batch, y)) for _ in range(6)]
+    assert len(set(losses)) >= 5, losses
+    model.predict(batch, verbose=0)
+    assert int(numpy(model.layers[1].schedule_step)) == 6
+    path = os.path.join(tmp_path, "scheduled.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert int(numpy(restored.layers[1].schedule_step)) == 6
+    assert restored.layers[1].current_mask_rate() == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("jit_compile", ["auto", True])
