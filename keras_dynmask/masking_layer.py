@@ -7,6 +7,8 @@ converting or rejecting them, and tells a layer whether it was called on its
 own (directly or in `tf.data`) or from inside another layer (a model).
 """
 
+import inspect
+
 import keras
 import numpy as np
 from keras_dynmask.lazy_tensorflow import tf
@@ -164,18 +166,31 @@ class MaskingLayer(keras.layers.Layer):
     def __call__(self, *args, **kwargs):
         # Read here, before Keras opens this layer's own call context.
         self.called_inside_model = called_from_another_layer()
-        if self.masks_when_called_alone and len(args) < 2 and kwargs.get("training") is None:
-            inputs = args[0] if args else kwargs.get("inputs")
-            if not self.called_inside_model and not any(
-                is_symbolic(x) for x in keras.tree.flatten(inputs)
-            ):
-                kwargs["training"] = True
+        if self.masks_when_called_alone and not self.called_inside_model:
+            kwargs = self._masking_by_default(args, kwargs)
         if not self.built and type(self).build is MaskingLayer.build:
             # Nothing to build: skip Keras's shape-based build, which cannot
             # read a ragged, dict or unknown-rank input's shape. A subclass
             # with a `build` of its own gets it called by Keras as usual.
             self.built = True
         return super().__call__(*args, **kwargs)
+
+    def _masking_by_default(self, args, kwargs):
+        """`kwargs` with `training=True` when the layer was called on its own
+        (eagerly or in `tf.data`) on values, not `keras.Input`s, and no
+        `training` was given, by keyword or by position."""
+        try:
+            given = inspect.signature(self.call).bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            return kwargs  # Keras reports the bad call
+        if given.get("training") is not None or (
+            "training" in given and "training" not in kwargs
+        ):
+            return kwargs  # given (a positional `None` is left to Keras)
+        inputs = next(iter(given.values()), None)
+        if any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
+            return kwargs
+        return {**kwargs, "training": True}
 
     def build(self, input_shape=None):
         """Nothing to make by default (see `__call__`)."""

@@ -14,7 +14,6 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
-from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 
 MODES = ("random", "block", "simmim")
@@ -130,6 +129,8 @@ class PatchMasking(MaskingLayer):
     array([8, 8])
     """
 
+    masks_when_called_alone = True
+
     def __init__(
         self,
         mode: str = "random",
@@ -207,10 +208,6 @@ class PatchMasking(MaskingLayer):
         self.built = True
 
     def __call__(self, patches, training=None, seed=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer masks by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer() and not is_symbolic(patches):
-            training = True
         if not self.built and _shape_list(patches) is not None:
             # Keras reads no shape from NumPy arrays or lists: built here.
             with keras.name_scope(self.name, caller=self):

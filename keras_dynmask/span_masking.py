@@ -114,6 +114,8 @@ class SpanMasking(MaskingLayer):
     True
     """
 
+    masks_when_called_alone = True
+
     def __init__(
         self,
         mask_prob: float = 0.05,
@@ -195,10 +197,6 @@ class SpanMasking(MaskingLayer):
         features = to_tensor(features)
         symbolic = is_symbolic(features)
         on_its_own = not called_from_another_layer()
-        # On its own (eagerly or in tf.data) the layer masks by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and on_its_own and not symbolic:
-            training = True
         if (
             self.mask_value == LEARNED
             and on_its_own

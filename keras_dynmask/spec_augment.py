@@ -10,8 +10,6 @@ from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
-from keras_dynmask.masking_layer import called_from_another_layer
-from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import to_tensor
 
 MEAN = "mean"
@@ -89,6 +87,8 @@ class SpecAugment(MaskingLayer):
     np.float32(1.0)
     """
 
+    masks_when_called_alone = True
+
     def __init__(
         self,
         num_time_masks: int = 2,
@@ -139,16 +139,6 @@ class SpecAugment(MaskingLayer):
             }
         )
         return config
-
-    def __call__(self, spectrogram, training=None, seed=None, lengths=None, **kwargs):
-        # On its own (eagerly or in tf.data) the layer masks by default;
-        # inside a model it follows Keras's training flag, as Dropout does.
-        if training is None and not called_from_another_layer():
-            if not is_symbolic(spectrogram):
-                training = True
-        return super().__call__(
-            spectrogram, training=training, seed=seed, lengths=lengths, **kwargs
-        )
 
     def call(
         self,
