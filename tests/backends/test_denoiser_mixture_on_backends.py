@@ -138,6 +138,16 @@ def test_call_seed_purity_and_fresh_unseeded_draws():
     assert (numpy(one["denoiser"]) != numpy(two["denoiser"])).any()
 
 
+def test_in_a_grain_pipeline():
+    """A grain `MapDataset.map` on NumPy batches (the statistics batch's shape)."""
+    grain = pytest.importorskip("grain")
+    dataset = grain.MapDataset.source([IDS, IDS]).map(layer())
+    first = {key: numpy(value) for key, value in dataset[0].items()}
+    assert first["inputs"].shape == (ROWS, LENGTH)
+    check_examples(first, IDS, LENGTHS)
+    # Each read of an element maps it again, with fresh draws.
+    assert (numpy(dataset[1]["denoiser"]) != first["denoiser"]).any()
+
 def test_lengths_are_required_off_tensorflow():
     if BACKEND == "tensorflow":
         pytest.skip("TensorFlow tensors take unset lengths")
