@@ -390,7 +390,10 @@ def _dims(tensor):
     shape = tensor.shape
     if isinstance(shape, tf.TensorShape):
         return None if shape.rank is None else tuple(shape.as_list())
-    return None if shape is None else tuple(None if d is None else int(d) for d in shape)
+    if shape is None:
+        return None
+    # A JAX symbolic dim (a functional model traced with a None batch) is unknown.
+    return tuple(int(d) if isinstance(d, (int, np.integer)) else None for d in shape)
 
 
 def _fully_known(*tensors):
