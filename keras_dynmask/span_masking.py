@@ -89,7 +89,10 @@ class SpanMasking(MaskingLayer):
         seed: optional shape-`[2]` int tensor; the output is then a pure
             function of the inputs and `seed`.
         lengths: optional int `[B]`, real frames per row, padding at the
-            end (instead of `padding_mask`).
+            end (instead of `padding_mask`), each in `[0, T]`. Outside it:
+            a `ValueError` eagerly, a failed assertion in a TF graph;
+            clipped where no check runs (XLA, inside JAX and PyTorch
+            models).
 
     Returns:
         A tuple `(masked_features, mask)`: `masked_features` of the shape
@@ -318,8 +321,15 @@ class SpanMasking(MaskingLayer):
 
     def _padding_mask(self, ops, features, padding_mask, lengths):
         if lengths is not None:
-            width = ops.shape(features)[1]
-            return ops.arange(width)[None, :] < ops.cast(lengths, "int32")[:, None]
+            batch_size, width = ops.shape(features)[0], ops.shape(features)[1]
+            checks = []
+            if ops is op_set.KERAS:
+                if not self.called_inside_model:
+                    validation.check_length_values(lengths, width)
+            else:
+                checks = validation.length_checks(lengths, batch_size, width)
+            with validation.dependencies(checks):
+                return ops.arange(width)[None, :] < ops.cast(lengths, "int32")[:, None]
         if padding_mask is None:
             return None
         if ops.dtype_name(padding_mask) != "bool":
@@ -383,6 +393,8 @@ class SpanMasking(MaskingLayer):
                     f"SpanMasking needs `{name}` of shape {layout} matching `features` "
                     f"{list(shape)}. Received: {name} of shape {list(dims)}"
                 )
+        if lengths is not None:
+            validation.check_lengths_tensor("SpanMasking", lengths, None if shape is None else shape[0])
 
 
 def _dims(tensor):

@@ -192,6 +192,15 @@ def test_bad_inputs_name_themselves():
         layer(np.zeros((4, 8, 2), "float32"), padding_mask=np.ones((4, 8, 1), bool))
     with pytest.raises(ValueError, match="not both"):
         layer(np.zeros((4, 8, 2), "float32"), padding_mask=np.ones((4, 8), bool), lengths=[8] * 4)
+    for bad in ([9, 8, 8, 8], [-1, 8, 8, 8]):  # lengths outside [0, T]: not a silent clip
+        with pytest.raises(ValueError, match=r"lengths=\[-?\d"):
+            layer(np.zeros((4, 8, 2), "float32"), lengths=np.array(bad))
+    with pytest.raises(ValueError, match="`lengths` must be integers"):
+        layer(np.zeros((4, 8, 2), "float32"), lengths=np.array([8.0, 8, 8, 8]))
+    by_lengths = tf.function(lambda x, n: layer(x, lengths=n),
+                             input_signature=[tf.TensorSpec([None, None, 2]), tf.TensorSpec([None], tf.int32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lengths"):
+        by_lengths(tf.zeros((4, 8, 2)), tf.constant([9, 8, 8, 8]))
     # Dims known only at run time: checked when the graph runs.
     check = tf.function(lambda x, p: layer(x, padding_mask=p),
                         input_signature=[tf.TensorSpec([None, None, 2]), tf.TensorSpec([None, None], tf.bool)])

@@ -122,3 +122,9 @@ def test_inside_a_layer_of_a_functional_model_with_unknown_batch(as_numpy):
     assert tuple(model.output.shape) == (None, WIDTH)
     mask = as_numpy(model([tensor(FEATURES[:4]), tensor(np.full(4, LENGTH, "int32"))], training=True))
     assert mask.shape == (4, WIDTH) and mask.any() and not mask[:, LENGTH:].any()
+
+
+def test_lengths_outside_the_frames_are_an_error_eagerly():
+    layer = SpanMasking(mask_value=0.0, **RULE)
+    with pytest.raises(ValueError, match="lengths"):
+        layer(tensor(FEATURES[:2]), lengths=tensor(np.array([WIDTH + 1, 3], "int32")))
