@@ -14,6 +14,7 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
+from keras_dynmask.masking_layer import build_once
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 
@@ -213,8 +214,11 @@ class PatchMasking(MaskingLayer):
             training = True
         if not self.built and _shape_list(patches) is not None:
             # Keras reads no shape from NumPy arrays or lists: built here.
-            with keras.name_scope(self.name, caller=self):
-                self.build(_shape_list(patches))
+            def build():
+                with keras.name_scope(self.name, caller=self):
+                    self.build(_shape_list(patches))
+
+            build_once(self, build)
         return super().__call__(patches, training=training, seed=seed, **kwargs)
 
     def call(

@@ -10,6 +10,7 @@ from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
+from keras_dynmask.masking_layer import build_once
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import to_tensor
@@ -217,7 +218,8 @@ class SpanMasking(MaskingLayer):
                 "mask inside the model. Received: mask_value='learned'"
             )
         if not self.built:
-            self.build(tuple(features.shape) if hasattr(features, "shape") else ())
+            shape = tuple(features.shape) if hasattr(features, "shape") else ()
+            build_once(self, lambda: self.build(shape))
         return super().__call__(
             features, padding_mask=padding_mask, training=training, seed=seed,
             lengths=lengths, **kwargs,

@@ -12,6 +12,9 @@ exported.
 import math
 import os
 
+import concurrent.futures
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -321,3 +324,17 @@ def test_bad_inputs_are_named():
     # Any N in "random" mode.
     assert tuple(PatchMasking("random", mask_ratio=0.5)(numbered_patches(2, 15))["kept"].shape) == (2, 7, 3)
     assert math.isqrt(15) ** 2 != 15
+
+
+def test_first_calls_from_many_threads_build_the_layer_once(monkeypatch):
+    # A thread-pool map (grain's MapDataset) makes a new layer's first calls at once.
+    def slow_add_weight(self, *args, **kwargs):
+        time.sleep(0.05)  # every thread reaches `build` before the first is done
+        return keras.layers.Layer.add_weight(self, *args, **kwargs)
+
+    monkeypatch.setattr(PatchMasking, "add_weight", slow_add_weight)
+    layer = PatchMasking("block", num_masked=6, min_block_patches=2, grid=(3, 4), seed=1)
+    call = lambda _: numpy(layer(numbered_patches(2, 12))["mask"])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        masks = list(pool.map(call, range(4)))
+    assert len(layer.weights) == 1 and all(mask.any() for mask in masks)
