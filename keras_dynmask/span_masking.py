@@ -108,13 +108,14 @@ class SpanMasking(MaskingLayer):
     >>> masker = SpanMasking(mask_prob=0.5, mask_length=5, allow_overlap=False,
     ...                      mask_value=0.0)
     >>> masked, mask = masker(features, padding_mask=padding_mask, seed=[1, 2])
+    >>> masked, mask = np.asarray(masked), np.asarray(mask)  # any backend's tensors
     >>> mask.shape, masked.shape
-    (TensorShape([2, 40]), TensorShape([2, 40, 8]))
-    >>> [int(n) for n in np.sum(mask, axis=1)]  # 0.5 * L / 5: 4 and 2 disjoint spans
+    ((2, 40), (2, 40, 8))
+    >>> mask.sum(axis=1).tolist()  # 0.5 * L / 5: 4 and 2 disjoint spans
     [20, 10]
-    >>> bool(np.any(np.asarray(mask)[1, 20:]))  # padding is never masked
+    >>> bool(mask[1, 20:].any())  # padding is never masked
     False
-    >>> bool(np.all(np.asarray(masked)[np.asarray(mask)] == 0.0))
+    >>> bool(np.all(masked[mask] == 0.0))
     True
     """
 
