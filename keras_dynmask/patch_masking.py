@@ -450,6 +450,8 @@ def _shape_list(value):
 def _as_grid(grid):
     if grid is None:
         return None
+    if isinstance(grid, np.ndarray) and grid.ndim == 1:
+        grid = tuple(grid.tolist())  # e.g. np.array([14, 14])
     if (
         isinstance(grid, (list, tuple))
         and len(grid) == 2

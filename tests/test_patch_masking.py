@@ -321,6 +321,9 @@ def test_bad_inputs_are_named():
         PatchMasking("random")(np.zeros((16, 3), "float32"))
     with pytest.raises(ValueError, match="rank 2"):
         restore_patches(numbered_patches(2, 4), np.zeros((2, 4, 1), "int32"))
+    # A grid as a NumPy array, as the other arguments take NumPy values.
+    grid = np.array([2, 8])
+    assert PatchMasking("block", grid=grid, num_masked=6, min_block_patches=2).get_config()["grid"] == [2, 8]
     # Any N in "random" mode.
     assert tuple(PatchMasking("random", mask_ratio=0.5)(numbered_patches(2, 15))["kept"].shape) == (2, 7, 3)
     assert math.isqrt(15) ** 2 != 15
