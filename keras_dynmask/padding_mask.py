@@ -180,6 +180,7 @@ class PaddingMask(MaskingLayer):
             ):
                 self._padding_spec(value, value_lengths, value_mask, name, cross=True)
                 shapes.append(tuple(value.shape)[:2])
+            _same_batch_checks(target, source)  # static batch sizes: checked now
             return keras.KerasTensor(self.compute_output_shape(shapes), dtype="bool")
         self._refuse_pair(inputs)
         self._padding_spec(inputs, lengths, mask, "inputs")
