@@ -148,7 +148,9 @@ class PatchMasking(MaskingLayer):
         super().__init__(**kwargs)
         check = validation
         self.mode = check.as_choice("mode", mode, MODES)
-        self.mask_ratio = check.as_float("mask_ratio", mask_ratio, 0, 1, low_open=True, high_open=True)
+        self.mask_ratio = check.as_float(
+            "mask_ratio", mask_ratio, 0, 1, low_open=True, high_open=True, as_written=True
+        )
         self.num_masked = check.as_int("num_masked", num_masked, 1, allow_none=True)
         self.min_block_patches = check.as_int("min_block_patches", min_block_patches, 1)
         self.block_aspect = check.as_float("block_aspect", block_aspect, 0, 1, low_open=True)

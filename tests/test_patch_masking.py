@@ -58,6 +58,13 @@ def test_random_keeps_floor_of_the_exact_product(num_patches, mask_ratio, kept):
     np.testing.assert_array_equal(numpy(out["mask"]).sum(axis=1), num_patches - kept)
 
 
+def test_a_numpy_float32_ratio_counts_as_the_decimal_it_prints_as():
+    # np.float32(0.6) holds 0.6000000238...: read as is, 15 patches would keep 5.
+    layer = PatchMasking("random", mask_ratio=np.float32(0.6), seed=1)
+    assert layer.get_config()["mask_ratio"] == 0.6
+    assert tuple(layer(numbered_patches(2, 15))["kept"].shape) == (2, 6, 3)
+
+
 def test_random_kept_patches_are_the_unmasked_ones_and_restore_inverts():
     patches = numbered_patches(64, 49)
     out = PatchMasking("random", mask_ratio=0.75, seed=2)(patches)
