@@ -68,7 +68,8 @@ class PatchMasking(MaskingLayer):
     width `N`, and `"ids_restore"` the identity), so the kept width is `K`
     in training and `N` otherwise; in a functional model, where the layer
     cannot know which, the symbolic `"kept"` has width `None` (a
-    `training=True` or `False` passed at construction fixes it).
+    `training=True` or `False` in the call on the model's `Input`, e.g.
+    `PatchMasking()(inputs, training=True)`, fixes it).
 
     Randomness: unseeded, every call and every epoch of `ds.map(layer)`
     draws fresh masks; inside a JAX or PyTorch model a
