@@ -8,6 +8,7 @@ own (directly or in `tf.data`) or from inside another layer (a model).
 """
 
 import inspect
+import threading
 
 import keras
 import numpy as np
@@ -30,6 +31,22 @@ def called_from_another_layer():
         global_state.get_global_attribute("current_call_ctx") is not None
         or global_state.get_global_attribute("stateless_scope") is not None
     )
+
+
+_BUILD_LOCK = threading.RLock()
+
+
+def build_once(layer, build):
+    """Runs `build()` unless `layer` is built, one thread at a time.
+
+    A thread-pool map (grain's `MapDataset`, a `ThreadPoolExecutor`) makes
+    a new layer's first calls at the same time: each would see the layer
+    unbuilt and create its weights, and every thread but the first would
+    fail on Keras's lock of a built layer's state.
+    """
+    with _BUILD_LOCK:
+        if not layer.built:
+            build()
 
 
 def to_tensor(value):

@@ -85,10 +85,10 @@ class PaddingMask(MaskingLayer):
 
     >>> import numpy as np
     >>> ids = np.array([[5, 6, 0], [7, 0, 0]], dtype="int32")
-    >>> PaddingMask()(ids).numpy()
+    >>> np.asarray(PaddingMask()(ids))
     array([[ True,  True, False],
            [ True, False, False]])
-    >>> PaddingMask(output_mode="attention")(ids).numpy()[1].astype(int)
+    >>> np.asarray(PaddingMask(output_mode="attention")(ids))[1].astype(int)
     array([[1, 0, 0],
            [0, 0, 0],
            [0, 0, 0]])
@@ -97,14 +97,14 @@ class PaddingMask(MaskingLayer):
 
     >>> frames = np.zeros((2, 4, 80), "float32")     # [B, T, D] features
     >>> lengths = np.array([4, 2], "int32")
-    >>> PaddingMask()(frames, lengths=lengths).numpy().astype(int)
+    >>> np.asarray(PaddingMask()(frames, lengths=lengths)).astype(int)
     array([[1, 1, 1, 1],
            [1, 1, 0, 0]])
     >>> audio = PaddingMask()(frames, lengths=lengths)
     >>> cross = PaddingMask(output_mode="cross")((ids, audio))
-    >>> cross.shape
-    TensorShape([2, 3, 4])
-    >>> cross.numpy()[1].astype(int)
+    >>> tuple(cross.shape)
+    (2, 3, 4)
+    >>> np.asarray(cross)[1].astype(int)
     array([[1, 1, 0, 0],
            [0, 0, 0, 0],
            [0, 0, 0, 0]])
@@ -180,6 +180,7 @@ class PaddingMask(MaskingLayer):
             ):
                 self._padding_spec(value, value_lengths, value_mask, name, cross=True)
                 shapes.append(tuple(value.shape)[:2])
+            _same_batch_checks(target, source)  # static batch sizes: checked now
             return keras.KerasTensor(self.compute_output_shape(shapes), dtype="bool")
         self._refuse_pair(inputs)
         self._padding_spec(inputs, lengths, mask, "inputs")

@@ -14,6 +14,7 @@ from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
 from keras_dynmask.masking_layer import backend_values
+from keras_dynmask.masking_layer import build_once
 from keras_dynmask.masking_layer import is_symbolic
 
 MODES = ("random", "block", "simmim")
@@ -66,7 +67,8 @@ class PatchMasking(MaskingLayer):
     width `N`, and `"ids_restore"` the identity), so the kept width is `K`
     in training and `N` otherwise; in a functional model, where the layer
     cannot know which, the symbolic `"kept"` has width `None` (a
-    `training=True` or `False` passed at construction fixes it).
+    `training=True` or `False` in the call on the model's `Input`, e.g.
+    `PatchMasking()(inputs, training=True)`, fixes it).
 
     Randomness: unseeded, every call and every epoch of `ds.map(layer)`
     draws fresh masks; inside a JAX or PyTorch model a
@@ -148,7 +150,9 @@ class PatchMasking(MaskingLayer):
         super().__init__(**kwargs)
         check = validation
         self.mode = check.as_choice("mode", mode, MODES)
-        self.mask_ratio = check.as_float("mask_ratio", mask_ratio, 0, 1, low_open=True, high_open=True)
+        self.mask_ratio = check.as_float(
+            "mask_ratio", mask_ratio, 0, 1, low_open=True, high_open=True, as_written=True
+        )
         self.num_masked = check.as_int("num_masked", num_masked, 1, allow_none=True)
         self.min_block_patches = check.as_int("min_block_patches", min_block_patches, 1)
         self.block_aspect = check.as_float("block_aspect", block_aspect, 0, 1, low_open=True)
@@ -210,8 +214,11 @@ class PatchMasking(MaskingLayer):
     def __call__(self, patches, training=None, seed=None, **kwargs):
         if not self.built and _shape_list(patches) is not None:
             # Keras reads no shape from NumPy arrays or lists: built here.
-            with keras.name_scope(self.name, caller=self):
-                self.build(_shape_list(patches))
+            def build():
+                with keras.name_scope(self.name, caller=self):
+                    self.build(_shape_list(patches))
+
+            build_once(self, build)
         return super().__call__(patches, training=training, seed=seed, **kwargs)
 
     def call(
@@ -443,6 +450,8 @@ def _shape_list(value):
 def _as_grid(grid):
     if grid is None:
         return None
+    if isinstance(grid, np.ndarray) and grid.ndim == 1:
+        grid = tuple(grid.tolist())  # e.g. np.array([14, 14])
     if (
         isinstance(grid, (list, tuple))
         and len(grid) == 2

@@ -10,6 +10,7 @@ from keras_dynmask.kernels import op_set
 from keras_dynmask.kernels import random_bits
 from keras_dynmask.kernels import seeds
 from keras_dynmask.masking_layer import MaskingLayer
+from keras_dynmask.masking_layer import build_once
 from keras_dynmask.masking_layer import called_from_another_layer
 from keras_dynmask.masking_layer import is_symbolic
 from keras_dynmask.masking_layer import to_tensor
@@ -89,7 +90,10 @@ class SpanMasking(MaskingLayer):
         seed: optional shape-`[2]` int tensor; the output is then a pure
             function of the inputs and `seed`.
         lengths: optional int `[B]`, real frames per row, padding at the
-            end (instead of `padding_mask`).
+            end (instead of `padding_mask`), each in `[0, T]`. Outside it:
+            a `ValueError` eagerly, a failed assertion in a TF graph;
+            clipped where no check runs (XLA, inside JAX and PyTorch
+            models).
 
     Returns:
         A tuple `(masked_features, mask)`: `masked_features` of the shape
@@ -104,13 +108,14 @@ class SpanMasking(MaskingLayer):
     >>> masker = SpanMasking(mask_prob=0.5, mask_length=5, allow_overlap=False,
     ...                      mask_value=0.0)
     >>> masked, mask = masker(features, padding_mask=padding_mask, seed=[1, 2])
+    >>> masked, mask = np.asarray(masked), np.asarray(mask)  # any backend's tensors
     >>> mask.shape, masked.shape
-    (TensorShape([2, 40]), TensorShape([2, 40, 8]))
-    >>> [int(n) for n in np.sum(mask, axis=1)]  # 0.5 * L / 5: 4 and 2 disjoint spans
+    ((2, 40), (2, 40, 8))
+    >>> mask.sum(axis=1).tolist()  # 0.5 * L / 5: 4 and 2 disjoint spans
     [20, 10]
-    >>> bool(np.any(np.asarray(mask)[1, 20:]))  # padding is never masked
+    >>> bool(mask[1, 20:].any())  # padding is never masked
     False
-    >>> bool(np.all(np.asarray(masked)[np.asarray(mask)] == 0.0))
+    >>> bool(np.all(masked[mask] == 0.0))
     True
     """
 
@@ -212,7 +217,8 @@ class SpanMasking(MaskingLayer):
                 "mask inside the model. Received: mask_value='learned'"
             )
         if not self.built:
-            self.build(tuple(features.shape) if hasattr(features, "shape") else ())
+            shape = tuple(features.shape) if hasattr(features, "shape") else ()
+            build_once(self, lambda: self.build(shape))
         return super().__call__(
             features, padding_mask=padding_mask, training=training, seed=seed,
             lengths=lengths, **kwargs,
@@ -316,8 +322,15 @@ class SpanMasking(MaskingLayer):
 
     def _padding_mask(self, ops, features, padding_mask, lengths):
         if lengths is not None:
-            width = ops.shape(features)[1]
-            return ops.arange(width)[None, :] < ops.cast(lengths, "int32")[:, None]
+            batch_size, width = ops.shape(features)[0], ops.shape(features)[1]
+            checks = []
+            if ops is op_set.KERAS:
+                if not self.called_inside_model:
+                    validation.check_length_values(lengths, width)
+            else:
+                checks = validation.length_checks(lengths, batch_size, width)
+            with validation.dependencies(checks):
+                return ops.arange(width)[None, :] < ops.cast(lengths, "int32")[:, None]
         if padding_mask is None:
             return None
         if ops.dtype_name(padding_mask) != "bool":
@@ -381,6 +394,8 @@ class SpanMasking(MaskingLayer):
                     f"SpanMasking needs `{name}` of shape {layout} matching `features` "
                     f"{list(shape)}. Received: {name} of shape {list(dims)}"
                 )
+        if lengths is not None:
+            validation.check_lengths_tensor("SpanMasking", lengths, None if shape is None else shape[0])
 
 
 def _dims(tensor):
@@ -388,7 +403,10 @@ def _dims(tensor):
     shape = tensor.shape
     if isinstance(shape, tf.TensorShape):
         return None if shape.rank is None else tuple(shape.as_list())
-    return None if shape is None else tuple(None if d is None else int(d) for d in shape)
+    if shape is None:
+        return None
+    # A JAX symbolic dim (a functional model traced with a None batch) is unknown.
+    return tuple(int(d) if isinstance(d, (int, np.integer)) else None for d in shape)
 
 
 def _fully_known(*tensors):

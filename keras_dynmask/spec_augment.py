@@ -105,7 +105,7 @@ class SpecAugment(MaskingLayer):
         self.num_time_masks = check.as_int("num_time_masks", num_time_masks, 0)
         self.time_mask_param = check.as_int("time_mask_param", time_mask_param, 0)
         self.max_time_ratio = check.as_float(
-            "max_time_ratio", max_time_ratio, 0, 1, low_open=True
+            "max_time_ratio", max_time_ratio, 0, 1, low_open=True, as_written=True
         )
         self.num_freq_masks = check.as_int("num_freq_masks", num_freq_masks, 0)
         self.freq_mask_param = check.as_int("freq_mask_param", freq_mask_param, 0)

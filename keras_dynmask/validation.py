@@ -72,8 +72,17 @@ def as_int(name, value, low=None, high=None, allow_none=False):
     return int(plain)
 
 
-def as_float(name, value, low=None, high=None, low_open=False, high_open=False):
-    """`value` as a Python float inside the given interval, else a `ValueError`."""
+def as_float(name, value, low=None, high=None, low_open=False, high_open=False, as_written=False):
+    """`value` as a Python float inside the given interval, else a `ValueError`.
+
+    `as_written=True` (a ratio read in exact decimal arithmetic) takes a
+    NumPy float as the decimal it prints as: `np.float32(0.6)` is 0.6, not
+    the 0.6000000238... it holds.
+    """
+    if as_written and isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if as_written and isinstance(value, np.floating):
+        value = float(str(value))
     plain = _plain(value)
     ok = isinstance(plain, numbers.Real) and not isinstance(plain, bool)
     if ok:

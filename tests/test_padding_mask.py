@@ -389,6 +389,8 @@ def test_saved_model_checks_lengths_at_run_time(tmp_path):
         (lambda: PaddingMask(output_mode="cross")((np.ones((2, 2), "int32"), np.ones((3, 2), "int32"))), "same size"),
         (lambda: PaddingMask(output_mode="cross")((np.ones(2, "int32"), np.ones((1, 2), "int32"))), "token ids \\[B, T\\]"),
         (lambda: PaddingMask(output_mode="cross")((np.ones((1, 2), "int32"),) * 2, lengths=[1]), "a pair"),
+        (lambda: PaddingMask(output_mode="cross")((keras.Input((2,), batch_size=2, dtype="int32"),
+                                                   keras.Input((3,), batch_size=3, dtype="int32"))), "same size"),
     ],
 )
 def test_bad_frame_and_cross_inputs_raise(call, quoted):

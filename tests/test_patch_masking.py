@@ -12,6 +12,9 @@ exported.
 import math
 import os
 
+import concurrent.futures
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -53,6 +56,13 @@ def test_random_keeps_floor_of_the_exact_product(num_patches, mask_ratio, kept):
     out = PatchMasking("random", mask_ratio=mask_ratio, seed=1)(numbered_patches(4, num_patches))
     assert tuple(out["kept"].shape) == (4, kept, 3)
     np.testing.assert_array_equal(numpy(out["mask"]).sum(axis=1), num_patches - kept)
+
+
+def test_a_numpy_float32_ratio_counts_as_the_decimal_it_prints_as():
+    # np.float32(0.6) holds 0.6000000238...: read as is, 15 patches would keep 5.
+    layer = PatchMasking("random", mask_ratio=np.float32(0.6), seed=1)
+    assert layer.get_config()["mask_ratio"] == 0.6
+    assert tuple(layer(numbered_patches(2, 15))["kept"].shape) == (2, 6, 3)
 
 
 def test_random_kept_patches_are_the_unmasked_ones_and_restore_inverts():
@@ -318,6 +328,23 @@ def test_bad_inputs_are_named():
         PatchMasking("random")(np.zeros((16, 3), "float32"))
     with pytest.raises(ValueError, match="rank 2"):
         restore_patches(numbered_patches(2, 4), np.zeros((2, 4, 1), "int32"))
+    # A grid as a NumPy array, as the other arguments take NumPy values.
+    grid = np.array([2, 8])
+    assert PatchMasking("block", grid=grid, num_masked=6, min_block_patches=2).get_config()["grid"] == [2, 8]
     # Any N in "random" mode.
     assert tuple(PatchMasking("random", mask_ratio=0.5)(numbered_patches(2, 15))["kept"].shape) == (2, 7, 3)
     assert math.isqrt(15) ** 2 != 15
+
+
+def test_first_calls_from_many_threads_build_the_layer_once(monkeypatch):
+    # A thread-pool map (grain's MapDataset) makes a new layer's first calls at once.
+    def slow_add_weight(self, *args, **kwargs):
+        time.sleep(0.05)  # every thread reaches `build` before the first is done
+        return keras.layers.Layer.add_weight(self, *args, **kwargs)
+
+    monkeypatch.setattr(PatchMasking, "add_weight", slow_add_weight)
+    layer = PatchMasking("block", num_masked=6, min_block_patches=2, grid=(3, 4), seed=1)
+    call = lambda _: numpy(layer(numbered_patches(2, 12))["mask"])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        masks = list(pool.map(call, range(4)))
+    assert len(layer.weights) == 1 and all(mask.any() for mask in masks)

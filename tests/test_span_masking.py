@@ -5,6 +5,9 @@ independent rows with its exact law, Binomial(rows, q_t), `q_t` computed
 from the published rule in `frame_span_reference` (no simulation).
 """
 
+import concurrent.futures
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -192,6 +195,15 @@ def test_bad_inputs_name_themselves():
         layer(np.zeros((4, 8, 2), "float32"), padding_mask=np.ones((4, 8, 1), bool))
     with pytest.raises(ValueError, match="not both"):
         layer(np.zeros((4, 8, 2), "float32"), padding_mask=np.ones((4, 8), bool), lengths=[8] * 4)
+    for bad in ([9, 8, 8, 8], [-1, 8, 8, 8]):  # lengths outside [0, T]: not a silent clip
+        with pytest.raises(ValueError, match=r"lengths=\[-?\d"):
+            layer(np.zeros((4, 8, 2), "float32"), lengths=np.array(bad))
+    with pytest.raises(ValueError, match="`lengths` must be integers"):
+        layer(np.zeros((4, 8, 2), "float32"), lengths=np.array([8.0, 8, 8, 8]))
+    by_lengths = tf.function(lambda x, n: layer(x, lengths=n),
+                             input_signature=[tf.TensorSpec([None, None, 2]), tf.TensorSpec([None], tf.int32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lengths"):
+        by_lengths(tf.zeros((4, 8, 2)), tf.constant([9, 8, 8, 8]))
     # Dims known only at run time: checked when the graph runs.
     check = tf.function(lambda x, p: layer(x, padding_mask=p),
                         input_signature=[tf.TensorSpec([None, None, 2]), tf.TensorSpec([None, None], tf.bool)])
@@ -310,3 +322,17 @@ def test_saved_model_serves_unmasked_and_masks_with_a_seed(tmp_path):
     assert first["mask"].numpy().any() and not (first["mask"].numpy() & ~padding).any()
     direct = module.masker(frames, padding_mask=padding, seed=tf.constant([4, 5], tf.int64))[1]
     np.testing.assert_array_equal(first["mask"].numpy(), direct.numpy())
+
+
+def test_first_calls_from_many_threads_build_the_layer_once(monkeypatch):
+    # A thread-pool map (grain's MapDataset) makes a new layer's first calls at once.
+    def slow_add_weight(self, *args, **kwargs):
+        time.sleep(0.05)  # every thread reaches `build` before the first is done
+        return keras.layers.Layer.add_weight(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpanMasking, "add_weight", slow_add_weight)
+    layer = SpanMasking(mask_prob=0.5, mask_length=2, seed=1)
+    call = lambda _: layer(features(2, 10, 3))[1].numpy()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        masks = list(pool.map(call, range(4)))
+    assert len(layer.weights) == 1 and all(mask.any() for mask in masks)

@@ -107,6 +107,13 @@ def test_max_time_ratio_caps_the_width(frames, ratio, cap):
     assert_uniform(rows.sum(axis=1), range(cap + 1), f"capped widths T={frames}")
 
 
+def test_a_numpy_float32_ratio_counts_as_the_decimal_it_prints_as():
+    # np.float32(0.7) holds 0.6999999881...: read as is, 10 frames would cap at 6.
+    layer = SpecAugment(max_time_ratio=np.float32(0.7))
+    assert layer.get_config()["max_time_ratio"] == 0.7
+    assert band_masks.widest_band(None, 10, 100, layer.max_time_ratio) == 7
+
+
 def test_time_mask_param_caps_and_frequency_width_stays_inside():
     x = np.ones((800, 9, 4), "float32")
     rows, _ = decode(SpecAugment(1, 2, 1.0, 0, 0)(x, seed=[2, 2]).numpy())

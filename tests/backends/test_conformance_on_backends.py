@@ -123,3 +123,17 @@ def test_mixed_precision_policy_leaves_outputs_alone(name):
     for mine, theirs in zip(flat(call(layer, ids)), flat(call(mixed, ids))):
         assert keras.backend.standardize_dtype(mine.dtype) == keras.backend.standardize_dtype(theirs.dtype)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    ["keras_dynmask.padding_mask", "keras_dynmask.span_masking"],
+)
+def test_docstring_examples_on_this_backend(module_name):
+    # What a user of this backend copies from the docstring runs and holds.
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0, result

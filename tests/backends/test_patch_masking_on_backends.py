@@ -123,3 +123,13 @@ def test_in_tf_data_whatever_the_backend():
     out = next(iter(ds))
     assert isinstance(out["kept"], tf.Tensor) and tuple(out["kept"].shape) == (8, 4, 4)
     np.testing.assert_array_equal(out["mask"].numpy().sum(axis=1), 12)
+
+
+def test_in_a_grain_pipeline_with_a_new_layer():
+    # grain maps on a thread pool: the new layer's first calls come at once.
+    grain = pytest.importorskip("grain")
+    layer = PatchMasking("block", num_masked=6, min_block_patches=4, grid=(4, 4))
+    masks = [numpy(out["mask"]) for out in grain.MapDataset.source(list(PATCHES[:8, None])).map(layer)]
+    assert len(masks) == 8 and len(layer.weights) == 1
+    assert all(mask.shape == (1, 16) and mask.sum() <= 6 for mask in masks)
+    assert sum(mask.sum() for mask in masks) >= 4

@@ -102,3 +102,29 @@ def test_fit_trains_the_mask_vector_and_only_training_masks(tmp_path, as_numpy, 
     assert restored_layer.get_config() == layer.get_config()
     for saved, loaded in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(as_numpy(loaded), as_numpy(saved))
+
+
+class FrameEncoder(keras.layers.Layer):
+    """A layer that masks inside its own `call` (as a speech encoder does)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.masking = SpanMasking(mask_prob=0.5, mask_length=2, mask_value=0.0)
+
+    def call(self, frames, lengths, training=None):
+        return self.masking(frames, lengths=lengths, training=training)[1]
+
+
+def test_inside_a_layer_of_a_functional_model_with_unknown_batch(as_numpy):
+    # JAX traces the outer layer with a symbolic batch dim to infer its output.
+    frames, lengths = keras.Input((WIDTH, DEPTH)), keras.Input((), dtype="int32")
+    model = keras.Model([frames, lengths], FrameEncoder()(frames, lengths))
+    assert tuple(model.output.shape) == (None, WIDTH)
+    mask = as_numpy(model([tensor(FEATURES[:4]), tensor(np.full(4, LENGTH, "int32"))], training=True))
+    assert mask.shape == (4, WIDTH) and mask.any() and not mask[:, LENGTH:].any()
+
+
+def test_lengths_outside_the_frames_are_an_error_eagerly():
+    layer = SpanMasking(mask_value=0.0, **RULE)
+    with pytest.raises(ValueError, match="lengths"):
+        layer(tensor(FEATURES[:2]), lengths=tensor(np.array([WIDTH + 1, 3], "int32")))
