@@ -94,6 +94,10 @@ class SpanMasking(MaskingLayer):
             a `ValueError` eagerly, a failed assertion in a TF graph;
             clipped where no check runs (XLA, inside JAX and PyTorch
             models).
+        mask: the Keras mask of `features` (after `keras.layers.Masking`,
+            say), passed by Keras: used as `padding_mask` when neither
+            `padding_mask` nor `lengths` is given. `masked_features`
+            carries it on.
 
     Returns:
         A tuple `(masked_features, mask)`: `masked_features` of the shape
@@ -231,7 +235,10 @@ class SpanMasking(MaskingLayer):
         training: "bool | tf.Tensor | None" = None,
         seed: "tf.Tensor | None" = None,
         lengths: "tf.Tensor | None" = None,
+        mask: "tf.Tensor | None" = None,
     ) -> "tuple[tf.Tensor, tf.Tensor]":
+        if padding_mask is None and lengths is None:
+            padding_mask = mask  # the Keras mask of `features` (after `Masking`)
         ops = op_set.for_values(features, padding_mask, lengths)
         features = self._converted(ops, features)
         padding_mask = None if padding_mask is None else self._converted(ops, padding_mask)
@@ -268,12 +275,18 @@ class SpanMasking(MaskingLayer):
         shape = tuple(input_shape)
         return shape, shape[:2]
 
-    def compute_output_spec(self, features, padding_mask=None, training=None, seed=None, lengths=None):
+    def compute_output_spec(
+        self, features, padding_mask=None, training=None, seed=None, lengths=None, mask=None
+    ):
         self._check_inputs(features, padding_mask, lengths)
         return (
             keras.KerasTensor(tuple(features.shape), dtype=features.dtype),
             keras.KerasTensor(tuple(features.shape)[:2], dtype="bool"),
         )
+
+    def compute_mask(self, features, previous_mask=None):
+        # `masked_features` keeps the Keras mask of `features`.
+        return None if previous_mask is None else (previous_mask, None)
 
     # Masking.
 

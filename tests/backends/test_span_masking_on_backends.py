@@ -128,3 +128,17 @@ def test_lengths_outside_the_frames_are_an_error_eagerly():
     layer = SpanMasking(mask_value=0.0, **RULE)
     with pytest.raises(ValueError, match="lengths"):
         layer(tensor(FEATURES[:2]), lengths=tensor(np.array([WIDTH + 1, 3], "int32")))
+
+
+def test_a_keras_mask_is_the_padding_mask(as_numpy):
+    """After `Masking`, Keras passes the mask: padded frames are never
+    masked, and the masked features carry the Keras mask on."""
+    padded = np.where(PADDING[:, :, None], FEATURES, 0.0).astype("float32")
+    frames = keras.Input((WIDTH, DEPTH))
+    masked, mask = SpanMasking(mask_value=-1.0, **RULE)(keras.layers.Masking(0.0)(frames))
+    assert getattr(masked, "_keras_mask", None) is not None
+    model = keras.Model(frames, mask)
+    chosen = as_numpy(model(tensor(padded), training=True))
+    assert not chosen[:, LENGTH:].any()
+    share = chosen[:, :LENGTH].mean()  # about the rule's share at this length
+    assert abs(share - frame_probabilities(LENGTH, allow_overlap=True, **RULE).mean()) < 0.05
