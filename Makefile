@@ -23,9 +23,12 @@ $(VENV)/.created:
 	$(PY) -m pip install --quiet --upgrade pip
 	touch $@
 
+# --no-compile: Python compiles the modules it imports when it first imports
+# them; compiling all of TensorFlow, PyTorch and JAX up front costs about a
+# minute of a fresh `make test`.
 $(VENV)/.installed-%: pyproject.toml setup.py | $(VENV)/.created
 	@echo "Installing keras_dynmask with the extras: $*"
-	$(PY) -m pip install --quiet -e ".[$(subst -,$(comma),$*)]"
+	$(PY) -m pip install --quiet --no-compile -e ".[$(subst -,$(comma),$*)]"
 	touch $@
 
 install: $(call extras_stamp,$(TEST_EXTRAS))
