@@ -7,6 +7,7 @@ converting or rejecting them, and tells a layer whether it was called on its
 own (directly or in `tf.data`) or from inside another layer (a model).
 """
 
+import functools
 import inspect
 import threading
 
@@ -47,6 +48,13 @@ def build_once(layer, build):
     with _BUILD_LOCK:
         if not layer.built:
             build()
+
+
+@functools.lru_cache(maxsize=None)
+def _call_signature(layer_class):
+    """The signature of `layer_class.call` (with `self`), read once a class:
+    `MaskingLayer.__call__` binds every call's arguments to it."""
+    return inspect.signature(layer_class.call)
 
 
 def to_tensor(value):
@@ -197,14 +205,14 @@ class MaskingLayer(keras.layers.Layer):
         (eagerly or in `tf.data`) on values, not `keras.Input`s, and no
         `training` was given, by keyword or by position."""
         try:
-            given = inspect.signature(self.call).bind_partial(*args, **kwargs).arguments
+            given = _call_signature(type(self)).bind_partial(self, *args, **kwargs).arguments
         except TypeError:
             return kwargs  # Keras reports the bad call
         if given.get("training") is not None or (
             "training" in given and "training" not in kwargs
         ):
             return kwargs  # given (a positional `None` is left to Keras)
-        inputs = next(iter(given.values()), None)
+        inputs = list(given.values())[1] if len(given) > 1 else None  # after `self`
         if any(is_symbolic(x) for x in keras.tree.flatten(inputs)):
             return kwargs
         return {**kwargs, "training": True}
